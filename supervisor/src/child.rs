@@ -1,0 +1,340 @@
+//! One started child, as the parent tracks it, and the registry of live children.
+//!
+//! A [`Child`] is shared by its `Process` handle, its `Worker` actor and the registry.
+//! Whoever notices first that something happened — a blocking `join`, the actor woken by
+//! the reactor, `active_children()` — calls [`Child::progress`], which reads what the child
+//! wrote on its control socket and collects its exit status, without blocking and under
+//! one lock, so every observer sees the same story once.
+//!
+//! The exit is learnt without polling and without `waitpid(-1)`: a pidfd for children of
+//! this process (then `waitpid(pid)` for that pid only), or the status pipe that the
+//! forkserver writes when it has reaped one of its own.
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use procvisor_protocol::{DecodeError, FrameDecoder, Message, RemoteError};
+use procvisor_worker::os as wos;
+
+use crate::status::ExitStatus;
+
+/// How the parent learns that a child ended.
+#[derive(Debug)]
+pub(crate) enum Sentinel {
+    /// Our own child: its pidfd becomes readable, then `waitpid(pid)` reaps it.
+    Pidfd,
+    /// The forkserver's child: the server writes the raw wait status here.
+    StatusPipe(OwnedFd),
+}
+
+/// What the child reported over its control socket.
+#[derive(Debug, Clone)]
+pub(crate) enum Report {
+    Value(Vec<u8>),
+    Panic(RemoteError),
+    Protocol(DecodeError),
+}
+
+#[derive(Debug)]
+struct State {
+    exit: Option<ExitStatus>,
+    report: Option<Report>,
+    buf: Vec<u8>,
+    control_done: bool,
+}
+
+/// A started child process.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) pid: i32,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pidfd: OwnedFd,
+    sentinel: Sentinel,
+    control: UnixStream,
+    state: Mutex<State>,
+}
+
+impl Child {
+    pub(crate) fn new(
+        pid: i32,
+        name: String,
+        daemon: bool,
+        pidfd: OwnedFd,
+        sentinel: Sentinel,
+        control: UnixStream,
+    ) -> io::Result<Arc<Child>> {
+        control.set_nonblocking(true)?;
+        Ok(Arc::new(Child {
+            pid,
+            name,
+            daemon,
+            pidfd,
+            sentinel,
+            control,
+            state: Mutex::new(State {
+                exit: None,
+                report: None,
+                buf: Vec::new(),
+                control_done: false,
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state whole; a panic inside one cannot tear it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The descriptor that becomes readable when the child ends.
+    pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
+        match &self.sentinel {
+            Sentinel::Pidfd => self.pidfd.as_fd(),
+            Sentinel::StatusPipe(fd) => fd.as_fd(),
+        }
+    }
+
+    pub(crate) fn control_fd(&self) -> BorrowedFd<'_> {
+        self.control.as_fd()
+    }
+
+    pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
+        self.lock().exit
+    }
+
+    pub(crate) fn report(&self) -> Option<Report> {
+        self.lock().report.clone()
+    }
+
+    /// Whether the control socket still needs watching.
+    pub(crate) fn control_open(&self) -> bool {
+        !self.lock().control_done
+    }
+
+    /// Sends `signal` to the child unless it has already been reaped. The pidfd makes this
+    /// safe against pid reuse.
+    pub(crate) fn signal(&self, signal: Signal) -> nix::Result<()> {
+        if self.lock().exit.is_some() {
+            return Ok(());
+        }
+        match wos::pidfd_send_signal(self.pidfd.as_fd(), signal) {
+            Err(Errno::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Reads what the child wrote and collects its exit, without blocking. Returns the exit
+    /// status once the child has ended.
+    pub(crate) fn progress(&self) -> Option<ExitStatus> {
+        let mut st = self.lock();
+        if st.exit.is_none() {
+            self.pump(&mut st);
+            if let Some(status) = self.try_collect() {
+                st.exit = Some(status);
+                // The child is gone: whatever it wrote is in the socket by now.
+                self.pump(&mut st);
+                drop(st);
+                registry::forget(self);
+                return Some(status);
+            }
+        }
+        st.exit
+    }
+
+    fn try_collect(&self) -> Option<ExitStatus> {
+        match &self.sentinel {
+            Sentinel::Pidfd => match wos::waitpid_raw(self.pid, true) {
+                Ok(Some(raw)) => Some(ExitStatus::from_raw(raw)),
+                Ok(None) => None,
+                // ECHILD: someone else reaped our child (a `waitpid(-1)` elsewhere in the
+                // program). The status is lost; report it as such rather than hang.
+                Err(_) => Some(ExitStatus::lost()),
+            },
+            Sentinel::StatusPipe(fd) => {
+                let mut raw = [0u8; 4];
+                match nix::unistd::read(fd.as_raw_fd(), &mut raw) {
+                    Ok(4) => Some(ExitStatus::from_raw(i32::from_le_bytes(raw))),
+                    // The pipe closed without a status: the forkserver died first.
+                    Ok(_) => Some(ExitStatus::lost()),
+                    Err(Errno::EAGAIN) => None,
+                    Err(_) => Some(ExitStatus::lost()),
+                }
+            }
+        }
+    }
+
+    /// Drains the control socket into the buffer and decodes the frames in it.
+    fn pump(&self, st: &mut State) {
+        if st.control_done {
+            return;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match (&self.control).read(&mut chunk) {
+                Ok(0) => {
+                    st.control_done = true;
+                    if st.report.is_none() {
+                        if let Err(e) = FrameDecoder::new().finish(&st.buf) {
+                            st.report = Some(Report::Protocol(e));
+                        }
+                    }
+                    break;
+                }
+                Ok(n) => st.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    st.control_done = true;
+                    break;
+                }
+            }
+            if self.decode(st) {
+                break;
+            }
+        }
+        self.decode(st);
+    }
+
+    /// Decodes whole frames; returns true when the child broke the protocol.
+    fn decode(&self, st: &mut State) -> bool {
+        let decoder = FrameDecoder::new();
+        loop {
+            match decoder.decode(&st.buf) {
+                Ok(None) => return false,
+                Ok(Some((msg, used))) => {
+                    st.buf.drain(..used);
+                    match msg {
+                        Message::Hello(_) | Message::Pong(_) => {}
+                        Message::Result(v) if st.report.is_none() => {
+                            st.report = Some(Report::Value(v))
+                        }
+                        Message::Panic(r) if st.report.is_none() => {
+                            st.report = Some(Report::Panic(r))
+                        }
+                        other => {
+                            let reason = format!("unexpected message from a worker: {other:?}");
+                            self.protocol_error(st, DecodeError::Malformed { reason });
+                            return true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.protocol_error(st, e);
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn protocol_error(&self, st: &mut State, e: DecodeError) {
+        st.report = Some(Report::Protocol(e));
+        st.control_done = true;
+        st.buf = Vec::new();
+        if st.exit.is_none() {
+            // A child that speaks garbage cannot be trusted to stop on its own.
+            let _ = wos::pidfd_send_signal(self.pidfd.as_fd(), Signal::SIGKILL);
+        }
+    }
+
+    /// Blocks until the child has ended or `timeout` has passed; returns its status if it
+    /// ended.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Option<ExitStatus> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(status) = self.progress() {
+                return Some(status);
+            }
+            let wait = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    // Round up so a sub-millisecond remainder still sleeps.
+                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128);
+                    PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let mut fds = vec![PollFd::new(self.sentinel(), PollFlags::POLLIN)];
+            if self.control_open() {
+                fds.push(PollFd::new(self.control_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, wait) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => panic!("poll on a child's own descriptors failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The live children of this process: what `active_children()` lists and what the exit
+/// function waits for.
+pub(crate) mod registry {
+    use super::*;
+
+    struct Registry {
+        /// The process that owns these entries: a child made by `fork` inherits a copy of
+        /// its parent's registry, which it must not mistake for its own children.
+        owner: u32,
+        children: Vec<Arc<Child>>,
+    }
+
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        owner: 0,
+        children: Vec::new(),
+    });
+
+    fn lock() -> MutexGuard<'static, Registry> {
+        let mut g = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::process::id();
+        if g.owner != me {
+            g.owner = me;
+            // Inherited through fork: these are our siblings, not our children.
+            g.children.clear();
+        }
+        g
+    }
+
+    pub(crate) fn add(child: Arc<Child>) {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            crate::sys::at_exit(exit_function_c);
+            procvisor_worker::run::set_exit_hook(exit_function);
+        });
+        lock().children.push(child);
+    }
+
+    pub(crate) fn forget(child: &Child) {
+        lock()
+            .children
+            .retain(|c| !std::ptr::eq(Arc::as_ptr(c), child));
+    }
+
+    /// Every child still running, after collecting those that have ended.
+    pub(crate) fn live() -> Vec<Arc<Child>> {
+        let all: Vec<Arc<Child>> = lock().children.clone();
+        all.into_iter().filter(|c| c.progress().is_none()).collect()
+    }
+
+    extern "C" fn exit_function_c() {
+        exit_function();
+    }
+
+    /// Python's rule at exit: terminate daemonic children, then join every child.
+    pub(crate) fn exit_function() {
+        let live = live();
+        for c in live.iter().filter(|c| c.daemon) {
+            let _ = c.signal(Signal::SIGTERM);
+        }
+        for c in &live {
+            c.wait(None);
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! `Process`: Python's `multiprocessing.Process`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use procvisor::Process;
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! let mut p = Process::new(square, 12);
+//! p.start()?;
+//! p.join(None)?;
+//! assert_eq!(p.exitcode()?, Some(0));
+//! assert_eq!(p.result()?, 144);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # States
+//!
+//! `Created → Started → Ended → Closed`. `start` moves from Created to Started (once);
+//! the child's exit, noticed by `join`, `is_alive`, `exitcode`, `active_children` or the
+//! Worker actor, moves to Ended; `close` (only when not running) moves to Closed, after
+//! which every method but the name and daemon accessors is an error.
+//!
+//! # Caveats
+//!
+//! - Dropping a `Process` does not stop its child, as in Python: the child stays in
+//!   [`active_children`] and is joined (or, if daemonic, terminated) when the program
+//!   exits. Its exit is collected by its Worker actor as soon as it happens, so it never
+//!   lingers as a zombie.
+//! - When this program is killed with SIGKILL, every child goes with it (a parent-death
+//!   signal, and the forkserver kills its workers when its socket to us closes).
+//! - The target of [`Process::new`] must be a `fn` item or a closure that captures
+//!   nothing: the child finds it in its own copy of the program. A capturing closure needs
+//!   [`Process::from_closure`] and the `fork` start method.
+//!
+//! ```compile_fail
+//! let offset = 5;
+//! // A capturing closure is refused at compile time.
+//! let p = procvisor::Process::new(move |x: i32| x + offset, 1);
+//! ```
+
+use std::any::type_name;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use nix::sys::signal::Signal;
+use procvisor_protocol::frame::decode_value;
+use procvisor_protocol::{EncodeError, Peer, RemoteError, Start, encode_value};
+use procvisor_worker::entry::{self, EntryFn};
+use procvisor_worker::identity;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::child::{Child, Report, registry};
+use crate::error::{Error, Kind};
+use crate::spawn::{self, StartMethod, Target};
+use crate::status::ExitStatus;
+use crate::worker::Worker;
+
+/// A child process running a Rust function: Python's `multiprocessing.Process`.
+///
+/// `R` is the type the target returns; read it with [`Process::result`] once the child
+/// has ended.
+pub struct Process<R = ()> {
+    name: String,
+    daemon: bool,
+    method: StartMethod,
+    identity: Vec<u32>,
+    target: Option<(Target, Result<Vec<u8>, EncodeError>)>,
+    child: Option<Arc<Child>>,
+    worker: Option<Addr<Worker>>,
+    closed: bool,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("start_method", &self.method)
+            .field("pid", &self.child.as_ref().map(|c| c.pid))
+            .field("exit", &self.child.as_ref().and_then(|c| c.exit_status()))
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+/// The entry point a child runs for `Process::new(f, args)`: decode the arguments, call
+/// the zero-sized `F`, encode what it returns.
+fn trampoline<F, A, R>(args: &[u8]) -> Result<Vec<u8>, RemoteError>
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let args: A = decode_value(args).map_err(|e| {
+        remote(format!(
+            "arguments did not decode as {}: {e}",
+            type_name::<A>()
+        ))
+    })?;
+    let f: F = entry::zero_sized_callable::<F, A, R>();
+    let value = f(args);
+    encode_value(&value).map_err(|e| {
+        remote(format!(
+            "the result ({}) could not be serialized: {e}",
+            type_name::<R>()
+        ))
+    })
+}
+
+fn remote(message: String) -> RemoteError {
+    RemoteError {
+        message,
+        location: None,
+        thread: None,
+        backtrace: None,
+    }
+}
+
+impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
+    /// A process that will run `target(args)`, with the default name (`Process-N`), not
+    /// daemonic, and the program's default start method.
+    ///
+    /// `target` must be a `fn` item or a non-capturing closure; this is checked at compile
+    /// time. `args` is serialized with serde (a tuple for several arguments); an error there
+    /// is reported by [`start`](Process::start).
+    ///
+    /// ```no_run
+    /// fn greet((who, times): (String, u32)) {
+    ///     for _ in 0..times {
+    ///         println!("hello {who}");
+    ///     }
+    /// }
+    /// let mut p = procvisor::Process::new(greet, ("bob".to_owned(), 2));
+    /// p.start()?;
+    /// p.join(None)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new<F, A>(target: F, args: A) -> Self
+    where
+        F: Fn(A) -> R + Send + Sync + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "Process::new needs a fn item or a non-capturing closure; \
+                 use Process::from_closure with the fork start method to capture"
+            )
+        };
+        // The child makes its own `F`; this one is not needed.
+        drop(target);
+        let entry: EntryFn = trampoline::<F, A, R>;
+        Self::with_target(
+            Target::Entry(entry),
+            encode_value(&args),
+            spawn::get_start_method(),
+        )
+    }
+
+    /// A process that runs a capturing closure, with the `fork` start method (the only one
+    /// that can: the child is a copy of this process). Read the hazard on
+    /// [`StartMethod::Fork`] first.
+    ///
+    /// ```no_run
+    /// let greeting = String::from("hello from a closure");
+    /// let mut p = procvisor::Process::from_closure(move || greeting.len());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.result()?, 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_closure<F>(f: F) -> Self
+    where
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let body: spawn::Closure = Box::new(move || {
+            let value = f();
+            encode_value(&value).map_err(|e| {
+                remote(format!(
+                    "the result ({}) could not be serialized: {e}",
+                    type_name::<R>()
+                ))
+            })
+        });
+        Self::with_target(Target::Closure(body), Ok(Vec::new()), StartMethod::Fork)
+    }
+
+    fn with_target(
+        target: Target,
+        args: Result<Vec<u8>, EncodeError>,
+        method: StartMethod,
+    ) -> Self {
+        let (identity, name) = identity::next_child();
+        Process {
+            name,
+            daemon: false,
+            method,
+            identity,
+            target: Some((target, args)),
+            child: None,
+            worker: None,
+            closed: false,
+            _result: PhantomData,
+        }
+    }
+
+    /// Sets the name (builder style).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the daemon flag (builder style): a daemonic child is terminated when its parent
+    /// exits, and may not start children of its own.
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Sets the start method of this process (builder style).
+    pub fn with_start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Renames the process; a started child keeps the name it was started with.
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// The daemon flag.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Sets the daemon flag; an error once the process has started.
+    ///
+    /// ```no_run
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.set_daemon(true)?;
+    /// p.start()?;
+    /// assert!(p.set_daemon(false).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<(), Error> {
+        self.check_open()?;
+        if self.target.is_none() {
+            return Err(Error::new(Kind::DaemonAfterStart));
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// The start method this process uses.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// Starts the child. A second call is an error; so is starting from a daemonic process,
+    /// or arguments that failed to serialize (then no process is created).
+    pub fn start(&mut self) -> Result<(), Error> {
+        self.check_open()?;
+        let Some((target, args)) = self.target.take() else {
+            return Err(Error::new(Kind::AlreadyStarted));
+        };
+        match self.launch(target, args) {
+            Ok(()) => Ok(()),
+            Err((e, target_back)) => {
+                // A failed start leaves the process startable, as it never began.
+                self.target = target_back;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn launch(
+        &mut self,
+        target: Target,
+        args: Result<Vec<u8>, EncodeError>,
+    ) -> Result<(), (Error, Option<(Target, Result<Vec<u8>, EncodeError>)>)> {
+        if identity::current().daemon {
+            return Err((Error::new(Kind::DaemonicParent), Some((target, args))));
+        }
+        let args = match args {
+            Ok(a) => a,
+            Err(e) => return Err((Error::new(Kind::Serialize(e)), None)),
+        };
+        procvisor_worker::boot::ensure_linked();
+        let entry = match &target {
+            Target::Entry(f) => entry::offset_of(*f),
+            Target::Closure(_) => 0,
+        };
+        let start = Start {
+            entry,
+            args,
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            parent: identity::as_peer(),
+            start_method: self.method.as_str().to_owned(),
+        };
+        let launched = spawn::launch(self.method, start, target).map_err(|e| (e, None))?;
+        let child = Child::new(
+            launched.pid,
+            self.name.clone(),
+            self.daemon,
+            launched.pidfd,
+            launched.sentinel,
+            launched.control,
+        )
+        .map_err(|e| (Error::new(Kind::Spawn(spawn_errno(&e))), None))?;
+        registry::add(child.clone());
+        let rt = crate::runtime::get();
+        let watched = child.clone();
+        let supervisor = rt.supervisor.clone();
+        self.worker = Some(Worker::start_in_arbiter(&rt.arbiter, move |_| {
+            Worker::new(watched, supervisor)
+        }));
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.closed {
+            Err(Error::new(Kind::Closed))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn started(&self, what: &'static str) -> Result<&Arc<Child>, Error> {
+        self.check_open()?;
+        self.child
+            .as_ref()
+            .ok_or(Error::new(Kind::NotStarted(what)))
+    }
+
+    /// The child's pid; `None` before `start`.
+    pub fn pid(&self) -> Result<Option<i32>, Error> {
+        self.check_open()?;
+        Ok(self.child.as_ref().map(|c| c.pid))
+    }
+
+    /// Whether the child is running: false before `start` and after it ended.
+    pub fn is_alive(&self) -> Result<bool, Error> {
+        self.check_open()?;
+        Ok(self.child.as_ref().is_some_and(|c| c.progress().is_none()))
+    }
+
+    /// Python's `exitcode`: `None` while running (or before `start`), 0 after a normal
+    /// return, 1 after a panic, N after `std::process::exit(N)`, `-signum` after death by a
+    /// signal.
+    pub fn exitcode(&self) -> Result<Option<i32>, Error> {
+        Ok(self.exit_status()?.map(|s| s.exitcode()))
+    }
+
+    /// The full exit status (exit code, or signal and core dump), once the child ended.
+    pub fn exit_status(&self) -> Result<Option<ExitStatus>, Error> {
+        self.check_open()?;
+        Ok(self.child.as_ref().and_then(|c| c.progress()))
+    }
+
+    /// Blocks until the child has ended, or until `timeout` has passed with the child still
+    /// running (which is not an error: check [`exitcode`](Process::exitcode)).
+    pub fn join(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.started("join")?.wait(timeout);
+        Ok(())
+    }
+
+    /// Waits for the child to end without blocking a thread: for actix and other async
+    /// code. The future does not borrow the process.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), procvisor::Error> {
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.start()?;
+    /// let status = p.join_async()?.await;
+    /// assert!(status.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn join_async(
+        &self,
+    ) -> Result<impl std::future::Future<Output = ExitStatus> + Send + 'static, Error> {
+        let child = self.started("join")?.clone();
+        let worker = self.worker.clone();
+        Ok(async move {
+            if let Some(status) = child.progress() {
+                return status;
+            }
+            match worker {
+                Some(addr) => match addr.send(crate::worker::WaitExit).await {
+                    Ok(status) => status,
+                    // The actor stops only after the child has ended.
+                    Err(_) => child.wait(None).expect("waits until the end"),
+                },
+                None => child.wait(None).expect("waits until the end"),
+            }
+        })
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). Nothing happens if the child already ended.
+    pub fn terminate(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`). Nothing happens if the child already ended.
+    pub fn kill(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Sends any signal to the child, safely against pid reuse (through its pidfd).
+    pub fn signal(&self, signal: Signal) -> Result<(), Error> {
+        self.started("signal")?
+            .signal(signal)
+            .map_err(|e| Error::new(Kind::Spawn(e)))
+    }
+
+    /// A descriptor that becomes readable when the child ends: usable with `poll`.
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>, Error> {
+        Ok(self.started("get the sentinel of")?.sentinel())
+    }
+
+    /// The Worker actor that owns this child, for actix applications.
+    pub fn worker(&self) -> Option<Addr<Worker>> {
+        self.worker.clone()
+    }
+
+    /// What the target returned, once the child has ended.
+    ///
+    /// Errors: [not finished](Error::is_running), [the target panicked](Error::is_remote)
+    /// (with message and location), [ended without reporting](Error::exitcode) (killed, or
+    /// `std::process::exit`), the child broke the protocol, or the value did not decode.
+    pub fn result(&self) -> Result<R, Error> {
+        let child = self.started("get the result of")?;
+        let Some(status) = child.progress() else {
+            return Err(Error::new(Kind::NotFinished));
+        };
+        match child.report() {
+            Some(Report::Value(bytes)) => decode_value(&bytes).map_err(|err| {
+                Error::new(Kind::Decode {
+                    expected: type_name::<R>(),
+                    err,
+                })
+            }),
+            Some(Report::Panic(r)) => Err(Error::new(Kind::Remote(r))),
+            Some(Report::Protocol(e)) => Err(Error::new(Kind::Protocol(e))),
+            None => Err(Error::new(Kind::NoResult {
+                exitcode: status.exitcode(),
+            })),
+        }
+    }
+
+    /// Releases the process's resources. An error while the child is running; afterwards
+    /// every method reports that the process is closed. Closing twice is fine.
+    pub fn close(&mut self) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        if let Some(c) = &self.child {
+            if c.progress().is_none() {
+                return Err(Error::new(Kind::StillRunning));
+            }
+        }
+        self.child = None;
+        self.worker = None;
+        self.target = None;
+        self.closed = true;
+        Ok(())
+    }
+}
+
+fn spawn_errno(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
+}
+
+/// This process, as Python's `current_process()` describes it.
+///
+/// ```
+/// let me = procvisor::current_process();
+/// assert_eq!(me.name, "MainProcess");
+/// assert_eq!(me.pid, std::process::id() as i32);
+/// ```
+pub fn current_process() -> identity::Identity {
+    identity::current()
+}
+
+/// The process that started this one; `None` in the main process.
+///
+/// ```
+/// assert!(procvisor::parent_process().is_none());
+/// ```
+pub fn parent_process() -> Option<Peer> {
+    identity::current().parent
+}
+
+/// A running child of this process, as [`active_children`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveChild {
+    /// The child's pid.
+    pub pid: i32,
+    /// Its name.
+    pub name: String,
+    /// Its daemon flag.
+    pub daemon: bool,
+}
+
+/// The children of this process that are still running; collects the exit of those that
+/// have ended (Python's `active_children()`).
+///
+/// ```
+/// assert!(procvisor::active_children().is_empty());
+/// ```
+pub fn active_children() -> Vec<ActiveChild> {
+    registry::live()
+        .into_iter()
+        .map(|c| ActiveChild {
+            pid: c.pid,
+            name: c.name.clone(),
+            daemon: c.daemon,
+        })
+        .collect()
+}
+
+/// The number of CPUs online (Python's `cpu_count()`).
+///
+/// ```
+/// assert!(procvisor::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .map(|n| n.max(1) as usize)
+        .unwrap_or(1)
+}

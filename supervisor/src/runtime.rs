@@ -1,0 +1,45 @@
+//! The procvisor runtime: one thread running an actix `System` that hosts the Supervisor
+//! actor and a Worker actor per child.
+//!
+//! It starts on the first `Process::start` of a process, so a plain `fn main` never has to
+//! start a System itself; an actix application simply gets addresses into it, which work
+//! from any thread and any System.
+
+use std::sync::mpsc;
+
+use actix::{Actor, Addr};
+use actix_rt::ArbiterHandle;
+
+use crate::per_process::PerProcess;
+use crate::supervisor::Supervisor;
+
+/// Handles to the runtime of this process.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    pub(crate) arbiter: ArbiterHandle,
+    pub(crate) supervisor: Addr<Supervisor>,
+}
+
+static RUNTIME: PerProcess<Runtime> = PerProcess::new();
+
+pub(crate) fn get() -> Runtime {
+    RUNTIME.get_or_init(|| {
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("procvisor-runtime".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let supervisor = Supervisor::default().start();
+                    let _ = tx.send(Runtime {
+                        arbiter: actix_rt::Arbiter::current(),
+                        supervisor,
+                    });
+                });
+                // Runs for the rest of the program; the thread never joins.
+                let _ = system.run();
+            })
+            .expect("the runtime thread can be created");
+        rx.recv().expect("the runtime thread sends its handles")
+    })
+}

@@ -1,0 +1,203 @@
+//! Start methods: how a child process comes to exist.
+//!
+//! - [`forkserver`](StartMethod::ForkServer), the default: a single-threaded server
+//!   process, started once from this program, forks workers on request.
+//! - [`spawn`](StartMethod::Spawn): fork and exec of this program in worker mode.
+//! - [`fork`](StartMethod::Fork): fork of the caller; the only method that can run a
+//!   capturing closure, and the only one with a hazard (see [`StartMethod::Fork`]).
+//!
+//! `spawn` and `fork` children are forked by one long-lived thread of ours, the spawner:
+//! the kernel's parent-death signal fires when the *thread* that forked a child ends, so a
+//! child forked from a short-lived thread (a test, a request handler) would die with it.
+//!
+//! ```
+//! use procvisor::StartMethod;
+//! assert_eq!(StartMethod::default(), StartMethod::ForkServer);
+//! assert_eq!("spawn".parse::<StartMethod>(), Ok(StartMethod::Spawn));
+//! ```
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc;
+
+use procvisor_protocol::{RemoteError, Start};
+use procvisor_worker::entry::EntryFn;
+
+use crate::child::Sentinel;
+use crate::error::{Error, Kind};
+use crate::per_process::PerProcess;
+
+mod exec;
+mod fork;
+pub(crate) mod forkserver;
+
+/// How a child process is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StartMethod {
+    /// A single-threaded server process, started from this program on first use, forks
+    /// each worker. Fast, and safe whatever threads this program runs. The default, as in
+    /// CPython 3.14 on Linux.
+    #[default]
+    ForkServer,
+    /// Fork and exec of this program, which boots as a worker before `main`. The cleanest
+    /// start: the child shares nothing with the parent but what the arguments carry.
+    Spawn,
+    /// Fork of this very process. The child is a copy of the parent, so a capturing
+    /// closure can run in it.
+    ///
+    /// # Hazard
+    ///
+    /// A multi-threaded parent (any program with an actix runtime, a thread pool, or the
+    /// test harness) copies only the forking thread. A lock that another thread held at
+    /// that instant — inside `malloc`, stdout, a `Mutex` of your own — stays locked forever
+    /// in the child, which can then deadlock on its first use. procvisor's own runtime
+    /// thread exists in any program that has started a process. Use `fork` only for
+    /// closures that touch no such lock, or prefer `forkserver` and `spawn`.
+    Fork,
+}
+
+impl StartMethod {
+    /// The method's name, as Python spells it.
+    ///
+    /// ```
+    /// assert_eq!(procvisor::StartMethod::ForkServer.as_str(), "forkserver");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StartMethod::ForkServer => "forkserver",
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => StartMethod::Spawn,
+            2 => StartMethod::Fork,
+            _ => StartMethod::ForkServer,
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A start method name that is not one of `forkserver`, `spawn`, `fork`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStartMethod(pub String);
+
+impl fmt::Display for UnknownStartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown start method {:?} (expected forkserver, spawn or fork)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownStartMethod {}
+
+impl FromStr for StartMethod {
+    type Err = UnknownStartMethod;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "forkserver" => Ok(StartMethod::ForkServer),
+            "spawn" => Ok(StartMethod::Spawn),
+            "fork" => Ok(StartMethod::Fork),
+            other => Err(UnknownStartMethod(other.to_owned())),
+        }
+    }
+}
+
+/// The program-wide default; a `Process` may choose another for itself.
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method of processes created from now on (Python's `set_start_method`).
+///
+/// ```
+/// procvisor::set_start_method(procvisor::StartMethod::Spawn);
+/// assert_eq!(procvisor::get_start_method(), procvisor::StartMethod::Spawn);
+/// # procvisor::set_start_method(procvisor::StartMethod::ForkServer);
+/// ```
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method.to_u8(), Ordering::Relaxed);
+}
+
+/// The start method new processes get by default.
+pub fn get_start_method() -> StartMethod {
+    StartMethod::from_u8(DEFAULT_METHOD.load(Ordering::Relaxed))
+}
+
+/// Code run in a child made by `fork`.
+pub(crate) type Closure = Box<dyn FnOnce() -> Result<Vec<u8>, RemoteError> + Send>;
+
+/// What a child runs.
+pub(crate) enum Target {
+    /// An entry point and its encoded arguments (any start method).
+    Entry(EntryFn),
+    /// A capturing closure (`fork` only).
+    Closure(Closure),
+}
+
+/// A child that exists.
+pub(crate) struct Launched {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) sentinel: Sentinel,
+    pub(crate) control: UnixStream,
+}
+
+pub(crate) fn launch(method: StartMethod, start: Start, target: Target) -> Result<Launched, Error> {
+    match (method, target) {
+        (StartMethod::ForkServer, Target::Entry(_)) => forkserver::launch(start),
+        (StartMethod::Spawn, Target::Entry(_)) => exec::launch(start),
+        (StartMethod::Fork, Target::Entry(entry)) => fork::launch(start, entry),
+        (StartMethod::Fork, Target::Closure(body)) => fork::launch(start, move |_: &[u8]| body()),
+        (_, Target::Closure(_)) => Err(Error::new(Kind::ClosureNeedsFork)),
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The spawner thread of this process.
+static SPAWNER: PerProcess<mpsc::Sender<Job>> = PerProcess::new();
+
+/// Runs `job` on the spawner thread and returns its result.
+fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("procvisor-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .expect("the spawner thread can be created");
+        tx
+    });
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    tx.send(Box::new(move || {
+        let _ = reply_tx.send(job());
+    }))
+    .expect("the spawner thread lives as long as the process");
+    reply_rx
+        .recv()
+        .expect("the spawner thread answers every job it takes")
+}
+
+fn spawn_error(e: impl Into<nix::errno::Errno>) -> Error {
+    Error::new(Kind::Spawn(e.into()))
+}

@@ -1,0 +1,46 @@
+//! The `fork` start method: a copy of this process runs the target.
+//!
+//! See the hazard on [`StartMethod::Fork`](crate::StartMethod::Fork).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+use nix::unistd::ForkResult;
+use procvisor_protocol::{RemoteError, Start};
+use procvisor_worker::os as wos;
+
+use super::{Launched, forkserver, on_spawner, spawn_error};
+use crate::child::Sentinel;
+use crate::error::Error;
+
+pub(crate) fn launch<F>(start: Start, body: F) -> Result<Launched, Error>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + 'static,
+{
+    let (parent_end, child_end) =
+        UnixStream::pair().map_err(|e| spawn_error(super::exec::io_errno(&e)))?;
+    let parent_raw = parent_end.as_raw_fd();
+    let (pid, pidfd) = on_spawner(move || {
+        let parent = nix::unistd::getpid().as_raw();
+        match crate::sys::fork_for_fork_method() {
+            Ok(ForkResult::Child) => {
+                let _ = nix::unistd::close(parent_raw);
+                forkserver::close_inherited();
+                wos::die_with_parent(parent);
+                procvisor_worker::run::run_child(&start, child_end.into(), body)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(child_end);
+                let pidfd = wos::pidfd_open(child.as_raw()).map_err(spawn_error)?;
+                Ok((child.as_raw(), pidfd))
+            }
+            Err(e) => Err(spawn_error(e)),
+        }
+    })?;
+    Ok(Launched {
+        pid,
+        pidfd,
+        sentinel: Sentinel::Pidfd,
+        control: parent_end,
+    })
+}

@@ -1,0 +1,151 @@
+//! The `forkserver` start method, parent side: starting the server and asking it for
+//! workers. The server itself lives in `procvisor-worker`.
+//!
+//! The server is started on first use and shared by every thread of this process; one
+//! request is in flight at a time (a `Spawn` frame out, a `Spawned` frame back). If the
+//! server has died — someone killed it — the next request starts a new one.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use procvisor_protocol::{
+    DEFAULT_MAX_FRAME_LEN, Hello, Message, ReadError, Start, encode, encode_into,
+};
+use procvisor_worker::os::{self as wos, FrameReader};
+
+use super::exec::io_errno;
+use super::{Launched, spawn_error};
+use crate::child::Sentinel;
+use crate::error::{Error, Kind};
+
+struct Server {
+    owner: u32,
+    pid: i32,
+    sock: UnixStream,
+    reader: FrameReader,
+}
+
+/// The server of this process; `None` until first use or after it died.
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+/// The raw number of the server socket, so that a child made by `fork` can close its
+/// inherited copy without touching the lock above, which another thread may have held at
+/// the moment of the fork.
+static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Closes the copy of the server socket that a `fork` child inherited: otherwise the server
+/// would not see the parent's exit while the child lives.
+pub(crate) fn close_inherited() {
+    let fd = SERVER_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+enum Failure {
+    /// The server is gone; a new one may do better.
+    ServerGone(String),
+    /// The server answered that it could not fork.
+    Refused(Errno),
+}
+
+pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
+    let mut request = Vec::with_capacity(start.args.len() + 256);
+    encode_into(&Message::Spawn(start), &mut request, DEFAULT_MAX_FRAME_LEN)
+        .map_err(|e| Error::new(Kind::Serialize(e)))?;
+    let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(spawn_error)?;
+
+    let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if guard.as_ref().is_some_and(|s| s.owner != me) {
+        // Inherited through `fork`: the socket was closed in the child; forget it.
+        std::mem::forget(guard.take());
+    }
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        if guard.is_none() {
+            *guard = Some(start_server()?);
+        }
+        let server = guard.as_mut().expect("just set");
+        match server.request(&request, &[child_end.as_fd(), status_w.as_fd()]) {
+            Ok((pid, pidfd)) => {
+                return Ok(Launched {
+                    pid,
+                    pidfd,
+                    sentinel: Sentinel::StatusPipe(status_r),
+                    control: parent_end,
+                });
+            }
+            Err(Failure::Refused(errno)) => return Err(spawn_error(errno)),
+            Err(Failure::ServerGone(why)) => {
+                let dead = guard.take().expect("just used");
+                SERVER_FD.store(-1, Ordering::Relaxed);
+                let _ = wos::waitpid_raw(dead.pid, true);
+                last = why;
+            }
+        }
+    }
+    Err(Error::new(Kind::ForkServer(last)))
+}
+
+impl Server {
+    fn request(
+        &mut self,
+        frame: &[u8],
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(i32, OwnedFd), Failure> {
+        wos::send_with_fds(self.sock.as_fd(), frame, fds)
+            .map_err(|e| Failure::ServerGone(format!("sending a request: {e}")))?;
+        match self.reader.read(self.sock.as_fd()) {
+            Ok((Message::Spawned { pid }, mut fds)) if fds.len() == 1 => {
+                Ok((pid, fds.pop().expect("one descriptor")))
+            }
+            Ok((Message::SpawnFailed { errno }, _)) => {
+                Err(Failure::Refused(Errno::from_raw(errno)))
+            }
+            Ok((other, _)) => Err(Failure::ServerGone(format!("unexpected answer {other:?}"))),
+            Err(ReadError::Eof) => Err(Failure::ServerGone("the server exited".into())),
+            Err(e) => Err(Failure::ServerGone(format!("reading its answer: {e:?}"))),
+        }
+    }
+}
+
+fn start_server() -> Result<Server, Error> {
+    let gone = |what: &str| Error::new(Kind::ForkServer(what.to_owned()));
+    let (ours, theirs) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
+    let mut cmd = super::exec::command(theirs.as_raw_fd());
+    cmd.env_remove(procvisor_worker::WORKER_ENV).env(
+        procvisor_worker::FORKSERVER_ENV,
+        theirs.as_raw_fd().to_string(),
+    );
+    // No parent-death signal: the server may be started from a short-lived thread. It
+    // watches its socket instead, which closes when this process ends in any way.
+    crate::sys::inherit_fd(&mut cmd, theirs.as_raw_fd(), None);
+    let child = cmd.spawn().map_err(|e| spawn_error(io_errno(&e)))?;
+    drop(theirs);
+    let pid = child.id() as i32;
+    drop(child);
+    let mut server = Server {
+        owner: std::process::id(),
+        pid,
+        sock: ours,
+        reader: FrameReader::new(DEFAULT_MAX_FRAME_LEN),
+    };
+    let hello = encode(&Message::Hello(Hello::current())).expect("a hello always encodes");
+    wos::send_with_fds(server.sock.as_fd(), &hello, &[]).map_err(|_| gone("it did not start"))?;
+    match server.reader.read(server.sock.as_fd()) {
+        Ok((Message::Hello(_), _)) => {}
+        Ok(_) | Err(_) => {
+            let _ = wos::waitpid_raw(pid, false);
+            return Err(gone("it did not answer the handshake"));
+        }
+    }
+    SERVER_FD.store(server.sock.as_raw_fd(), Ordering::Relaxed);
+    Ok(server)
+}

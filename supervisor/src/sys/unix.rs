@@ -1,0 +1,86 @@
+//! Linux system calls with `unsafe` in them: the only such code in the `procvisor` crate.
+
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::libc;
+use nix::sys::signal::Signal;
+
+use nix::unistd::{ForkResult, Pid, getppid};
+
+/// Forks the calling process for the `fork` start method, and nothing else.
+///
+/// When the process has more than one thread, the child may only call async-signal-safe
+/// functions until it execs or exits; anything else can deadlock on a lock another thread
+/// held at the moment of the fork.
+pub(crate) fn fork_for_fork_method() -> nix::Result<ForkResult> {
+    // SAFETY: this is the documented `fork` start method, chosen by the user; its hazard in
+    // a threaded parent is stated on `StartMethod::Fork`. Memory safety holds in the child
+    // (it is a copy of this process); what can go wrong is a deadlock on an inherited lock,
+    // which is the documented contract.
+    unsafe { nix::unistd::fork() }
+}
+
+/// One of a child's descriptors, kept open by the `Arc` for as long as the reactor
+/// watches it.
+pub(crate) struct ChildFd {
+    child: std::sync::Arc<crate::child::Child>,
+    control: bool,
+}
+
+impl std::os::fd::AsRawFd for ChildFd {
+    fn as_raw_fd(&self) -> RawFd {
+        if self.control {
+            self.child.control_fd().as_raw_fd()
+        } else {
+            self.child.sentinel().as_raw_fd()
+        }
+    }
+}
+
+/// Registers a child's sentinel (or, with `control`, its control socket) with the current
+/// tokio reactor for readability.
+pub(crate) fn watch_readable(
+    child: std::sync::Arc<crate::child::Child>,
+    control: bool,
+) -> std::io::Result<tokio::io::unix::AsyncFd<ChildFd>> {
+    let fd = ChildFd { child, control };
+    // SAFETY: `ChildFd` holds an `Arc` of the `Child`, which owns both descriptors and
+    // closes them only when dropped, and never replaces them: for the whole life of the
+    // `AsyncFd` the number stays open and names the same open file description.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Arranges for `cmd`, once spawned, to inherit `fd`, and with `die_with` set, to die
+/// (SIGKILL) when the thread that spawned it ends, with the parent-death race closed:
+/// `die_with` is the parent's pid, checked after the request.
+pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd, die_with: Option<Pid>) {
+    let hook = move || {
+        // Only async-signal-safe system calls here: we run between fork and exec.
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        if let Some(parent) = die_with {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if getppid() != parent {
+                // The parent died before the request: do what the signal would have.
+                nix::sys::signal::raise(Signal::SIGKILL)?;
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook makes only async-signal-safe system calls (fcntl, prctl, getppid,
+    // raise), allocates nothing and takes no lock, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Registers `f` to run when the program exits normally (`atexit(3)`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function that lives for the whole program.
+    unsafe {
+        libc::atexit(f);
+    }
+}

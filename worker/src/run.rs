@@ -1,0 +1,167 @@
+//! Running a target and reporting what happened: the only module that catches unwinds.
+//!
+//! The child writes `Hello`, runs the target, writes exactly one `Result` or `Panic`
+//! frame, runs the exit hook (which terminates its daemon children and joins the others,
+//! Python's rule), flushes its standard streams and leaves with `_exit`, so that nothing
+//! the parent registered with `atexit` runs twice in a forked copy.
+//!
+//! Exit codes follow Python: 0 when the target returned, 1 when it panicked, N when it
+//! called `std::process::exit(N)`, and the parent sees `-signum` when a signal killed it.
+//!
+//! ```no_run
+//! // Leave a worker the way procvisor does: hook, flush, _exit.
+//! procvisor_worker::run::exit(0);
+//! ```
+
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Once, OnceLock};
+
+use procvisor_protocol::{
+    DEFAULT_MAX_FRAME_LEN, Hello, Location, Message, RemoteError, Start, encode_into,
+};
+
+use crate::{identity, os};
+
+/// Run once by [`exit`] before the process leaves; set by the parent-side crate.
+static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Installs the hook [`exit`] runs before leaving (the first call wins).
+///
+/// ```
+/// fn cleanup() {}
+/// procvisor_worker::run::set_exit_hook(cleanup);
+/// ```
+pub fn set_exit_hook(hook: fn()) {
+    let _ = EXIT_HOOK.set(hook);
+}
+
+/// Runs the exit hook, flushes stdout and stderr, and ends the process with `code`.
+pub fn exit(code: i32) -> ! {
+    if let Some(hook) = EXIT_HOOK.get() {
+        // A panicking hook must not stop the exit; its message has been printed already.
+        let _ = panic::catch_unwind(hook);
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    os::exit_now(code)
+}
+
+struct PanicInfo {
+    location: Option<Location>,
+    thread: Option<String>,
+    backtrace: Option<String>,
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, recorded by our hook so that the
+    /// report can carry the location the payload lacks.
+    static LAST_PANIC: RefCell<Option<PanicInfo>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(|l| Location {
+                file: l.file().to_owned(),
+                line: l.line(),
+                column: l.column(),
+            });
+            let bt = Backtrace::capture();
+            let backtrace = (bt.status() == BacktraceStatus::Captured).then(|| bt.to_string());
+            let thread = std::thread::current().name().map(str::to_owned);
+            LAST_PANIC.with(|p| {
+                *p.borrow_mut() = Some(PanicInfo {
+                    location,
+                    thread,
+                    backtrace,
+                })
+            });
+            previous(info);
+        }));
+    });
+}
+
+fn panic_report(payload: Box<dyn std::any::Any + Send>) -> RemoteError {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    };
+    let info = LAST_PANIC.with(|p| p.borrow_mut().take());
+    RemoteError {
+        message,
+        location: info.as_ref().and_then(|i| i.location.clone()),
+        thread: info.as_ref().and_then(|i| i.thread.clone()),
+        backtrace: info.and_then(|i| i.backtrace),
+    }
+}
+
+/// Becomes the worker `start` describes, runs `body` on its arguments, reports and exits.
+pub fn run_child<F>(start: &Start, control: OwnedFd, body: F) -> !
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError>,
+{
+    identity::become_child(start);
+    install_panic_hook();
+    let mut control = UnixStream::from(control);
+    let mut out = Vec::with_capacity(64);
+    encode_into(
+        &Message::Hello(Hello::current()),
+        &mut out,
+        DEFAULT_MAX_FRAME_LEN,
+    )
+    .expect("a hello always fits in a frame");
+    // Sent before the target runs so the parent can tell "never booted" from "died while
+    // running"; a parent that has gone away is not our problem until we exit.
+    let _ = control.write_all(&out);
+    out.clear();
+
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&start.args)));
+    let (msg, code) = match outcome {
+        Ok(Ok(value)) => (Message::Result(value), 0),
+        Ok(Err(remote)) => (Message::Panic(remote), 1),
+        Err(payload) => (Message::Panic(panic_report(payload)), 1),
+    };
+    if let Err(e) = encode_into(&msg, &mut out, DEFAULT_MAX_FRAME_LEN) {
+        let remote = RemoteError {
+            message: format!("the target's result could not be sent: {e}"),
+            location: None,
+            thread: None,
+            backtrace: None,
+        };
+        encode_into(&Message::Panic(remote), &mut out, DEFAULT_MAX_FRAME_LEN)
+            .expect("a short error report always fits in a frame");
+        let _ = control.write_all(&out);
+        drop(control);
+        exit(1);
+    }
+    let _ = control.write_all(&out);
+    drop(control);
+    exit(code)
+}
+
+/// Reports a worker that could not even read its start frame, and exits with 1.
+pub fn report_boot_failure(control: OwnedFd, err: RemoteError) -> ! {
+    let mut control = UnixStream::from(control);
+    let mut out = Vec::new();
+    if encode_into(
+        &Message::Hello(Hello::current()),
+        &mut out,
+        DEFAULT_MAX_FRAME_LEN,
+    )
+    .is_ok()
+        && encode_into(&Message::Panic(err), &mut out, DEFAULT_MAX_FRAME_LEN).is_ok()
+    {
+        let _ = control.write_all(&out);
+    }
+    exit(1)
+}

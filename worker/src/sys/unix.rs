@@ -1,0 +1,154 @@
+//! Linux system calls with `unsafe` in them: the only such code in procvisor-worker.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::unistd::ForkResult;
+
+use crate::entry::EntryFn;
+
+/// The boot constructor, run by the C runtime before `main` (`.init_array`).
+///
+/// `#[used]` keeps the compiler from dropping it; [`ensure_ctor_linked`] keeps the linker
+/// from leaving its object file out.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static BOOT_CTOR: extern "C" fn() = boot_ctor;
+
+extern "C" fn boot_ctor() {
+    // A panic cannot unwind out of an `extern "C"` function: it aborts, which is what a
+    // broken boot should do.
+    crate::boot::on_load();
+}
+
+pub(crate) fn ensure_ctor_linked() {
+    std::hint::black_box(&BOOT_CTOR);
+}
+
+/// The anchor that entry offsets are measured from.
+pub(crate) fn anchor_addr() -> usize {
+    boot_ctor as extern "C" fn() as usize
+}
+
+pub(crate) fn entry_at(offset: i64) -> EntryFn {
+    let addr = anchor_addr().wrapping_add_signed(offset as isize);
+    // SAFETY: `offset` came from `entry::offset_of` in a process running this same
+    // executable (the trust rule in `entry`): the image moves as a whole under ASLR, so
+    // anchor + offset is the address of that same `EntryFn` here, and a fn pointer has the
+    // size and representation of a usize.
+    unsafe { std::mem::transmute::<usize, EntryFn>(addr) }
+}
+
+pub(crate) fn conjure_zst<F>() -> F {
+    assert_eq!(std::mem::size_of::<F>(), 0);
+    // SAFETY: `F` is zero-sized (checked above) and, per `entry::zero_sized_callable`, a fn
+    // item or a closure capturing nothing of size: an inhabited type with no bytes, so the
+    // dangling aligned pointer reads no memory and yields a valid value.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
+}
+
+pub(crate) fn remove_env_before_main(name: &str) {
+    // SAFETY: called from the `.init_array` constructor, before `main` and before any
+    // thread of ours exists, so nothing reads the environment concurrently.
+    unsafe { std::env::remove_var(name) }
+}
+
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok()
+}
+
+pub(crate) fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1; no memory
+    // is passed. PIDFD_NONBLOCK is not asked for; the descriptor is close-on-exec.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just created this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> nix::Result<()> {
+    // SAFETY: a valid descriptor, a signal number, a null siginfo (allowed: the kernel
+    // fills in a default one) and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+pub(crate) fn waitpid_raw(pid: i32, nohang: bool) -> nix::Result<Option<i32>> {
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid place for the kernel to write the status into; `pid`
+        // is positive, so this waits for that one child only.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        match r {
+            0 => return Ok(None),
+            -1 if Errno::last() == Errno::EINTR => continue,
+            -1 => return Err(Errno::last()),
+            _ => return Ok(Some(status)),
+        }
+    }
+}
+
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions; it ends the process without running atexit
+    // handlers, which belong to the parent we may have been forked from.
+    unsafe { libc::_exit(code) }
+}
+
+pub(crate) fn set_disposition(signal: Signal, default: bool) {
+    let handler = if default {
+        SigHandler::SigDfl
+    } else {
+        SigHandler::SigIgn
+    };
+    // SAFETY: SIG_DFL and SIG_IGN are not handler functions, so no code of ours can run in
+    // signal context because of this call.
+    let _ = unsafe { nix::sys::signal::signal(signal, handler) };
+}
+
+pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
+    // SAFETY: only the forkserver calls this, and the forkserver never starts a thread (it
+    // runs from the boot constructor, before `main`, and serves in a plain loop), so the
+    // child is a whole copy of a single-threaded process and may run any code.
+    unsafe { nix::unistd::fork() }
+}
+
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> nix::Result<usize> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let n = msg.bytes;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: SCM_RIGHTS installed these descriptors in our table for this
+                // message alone; nothing else knows their numbers yet.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(n)
+}
