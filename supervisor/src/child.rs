@@ -302,6 +302,11 @@ pub(crate) mod registry {
         g
     }
 
+    /// Holds the registry lock across a `fork` (see `spawn::fork`).
+    pub(crate) fn lock_for_fork() -> impl Sized {
+        REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn add(child: Arc<Child>) {
         static HOOK: Once = Once::new();
         HOOK.call_once(|| {

@@ -56,14 +56,22 @@ pub(crate) fn serve(sock: OwnedFd) -> ! {
                 .iter()
                 .map(|c| PollFd::new(c.pidfd.as_fd(), PollFlags::POLLIN)),
         );
-        match poll(&mut fds, PollTimeout::NONE) {
+        // A frame already buffered (the hello and the first request can arrive in one
+        // read) is served without waiting for the socket to become readable again.
+        let wait = if reader.has_buffered() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, wait) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => shutdown(children),
         }
-        let ready: Vec<bool> = fds
+        let mut ready: Vec<bool> = fds
             .iter()
             .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
             .collect();
+        ready[0] |= reader.has_buffered();
         drop(fds);
 
         // Reap first: a status written late is a join that waits for nothing.

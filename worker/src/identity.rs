@@ -114,6 +114,13 @@ pub fn set_name(name: &str) {
     lock().name = name.to_owned();
 }
 
+/// Holds the identity lock across a `fork`, so that the child never inherits it locked by
+/// a thread it does not have. Drop the guard on both sides after the fork.
+#[doc(hidden)]
+pub fn lock_for_fork() -> impl Sized {
+    lock()
+}
+
 /// Becomes the worker that `start` describes: called first thing in every child.
 pub(crate) fn become_child(start: &Start) {
     let mut s = lock();

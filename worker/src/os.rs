@@ -26,6 +26,7 @@ mod imp;
 
 pub(crate) use imp::{
     anchor_addr, conjure_zst, ensure_ctor_linked, entry_at, fd_is_open, remove_env_before_main,
+    write_raw,
 };
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`): a descriptor that becomes readable when the
@@ -115,15 +116,25 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
 /// Reads frames, and the descriptors sent with them, from a blocking Unix socket, keeping
 /// bytes that arrived beyond one frame for the next call.
 ///
+/// Which frame a descriptor belongs to: a sender attaches descriptors to the first
+/// `sendmsg` of a frame, and the kernel ends a `recvmsg` right after a segment that carried
+/// descriptors, so they belong to the frame holding the *last* byte that `recvmsg`
+/// returned — even when bytes of an earlier frame came in the same read.
+///
 /// ```
 /// use std::os::fd::AsFd;
 /// use std::os::unix::net::UnixStream;
 /// use procvisor_protocol::{encode, Message};
 /// use procvisor_worker::os::{send_with_fds, FrameReader};
 /// let (a, b) = UnixStream::pair()?;
-/// send_with_fds(a.as_fd(), &encode(&Message::Ping(1))?, &[a.as_fd()])?;
-/// let (msg, fds) = FrameReader::new(1 << 20).read(b.as_fd())?;
-/// assert_eq!((msg, fds.len()), (Message::Ping(1), 1));
+/// send_with_fds(a.as_fd(), &encode(&Message::Ping(1))?, &[])?;
+/// send_with_fds(a.as_fd(), &encode(&Message::Ping(2))?, &[a.as_fd()])?;
+/// let mut reader = FrameReader::new(1 << 20);
+/// let (first, fds) = reader.read(b.as_fd())?;
+/// assert_eq!((first, fds.len()), (Message::Ping(1), 0));
+/// assert!(reader.has_buffered());
+/// let (second, fds) = reader.read(b.as_fd())?;
+/// assert_eq!((second, fds.len()), (Message::Ping(2), 1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -131,7 +142,8 @@ pub struct FrameReader {
     decoder: FrameDecoder,
     buf: Vec<u8>,
     have: usize,
-    fds: Vec<OwnedFd>,
+    /// Descriptors received, each with the buffer position of the frame byte it came with.
+    fds: Vec<(usize, OwnedFd)>,
 }
 
 impl FrameReader {
@@ -145,15 +157,25 @@ impl FrameReader {
         }
     }
 
-    /// Blocks until one whole frame has arrived; returns it with every descriptor received
-    /// since the previous frame.
+    /// Whether bytes of a next frame are already here: a caller that polls the socket
+    /// before calling [`read`](Self::read) again must not wait for them to arrive twice.
+    pub fn has_buffered(&self) -> bool {
+        self.have > 0
+    }
+
+    /// Blocks until one whole frame has arrived; returns it with the descriptors that were
+    /// sent with it.
     pub fn read(&mut self, sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>), ReadError> {
         loop {
             match self.decoder.decode(&self.buf[..self.have]) {
                 Ok(Some((msg, used))) => {
                     self.buf.copy_within(used..self.have, 0);
                     self.have -= used;
-                    return Ok((msg, std::mem::take(&mut self.fds)));
+                    let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fds)
+                        .into_iter()
+                        .partition(|(at, _)| *at < used);
+                    self.fds = later.into_iter().map(|(at, fd)| (at - used, fd)).collect();
+                    return Ok((msg, mine.into_iter().map(|(_, fd)| fd).collect()));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(e.into()),
@@ -165,7 +187,8 @@ impl FrameReader {
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
             }
-            let n = match imp::recv_with_fds(sock, &mut self.buf[self.have..], &mut self.fds) {
+            let mut fds = Vec::new();
+            let n = match imp::recv_with_fds(sock, &mut self.buf[self.have..], &mut fds) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(ReadError::Io(e.into())),
@@ -174,6 +197,8 @@ impl FrameReader {
                 self.decoder.finish(&self.buf[..self.have])?;
                 return Err(ReadError::Eof);
             }
+            let last = self.have + n - 1;
+            self.fds.extend(fds.into_iter().map(|fd| (last, fd)));
             self.have += n;
         }
     }

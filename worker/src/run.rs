@@ -16,9 +16,10 @@
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Once, OnceLock};
 
 use procvisor_protocol::{
@@ -26,6 +27,17 @@ use procvisor_protocol::{
 };
 
 use crate::{identity, os};
+
+/// This worker's control socket, for the protocol-fault tests.
+static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Writes raw bytes onto this worker's control socket, breaking the protocol on purpose.
+/// Only for the tests that play a misbehaving child; `false` outside a worker.
+#[doc(hidden)]
+pub fn __write_to_control(bytes: &[u8]) -> bool {
+    let fd = CONTROL_FD.load(Ordering::Relaxed);
+    fd >= 0 && os::write_raw(fd, bytes)
+}
 
 /// Run once by [`exit`] before the process leaves; set by the parent-side crate.
 static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
@@ -111,6 +123,7 @@ where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError>,
 {
     identity::become_child(start);
+    CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
     install_panic_hook();
     let mut control = UnixStream::from(control);
     let mut out = Vec::with_capacity(64);

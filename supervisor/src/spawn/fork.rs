@@ -22,7 +22,18 @@ where
     let parent_raw = parent_end.as_raw_fd();
     let (pid, pidfd) = on_spawner(move || {
         let parent = nix::unistd::getpid().as_raw();
-        match crate::sys::fork_for_fork_method() {
+        // What pthread_atfork's "prepare" does: hold procvisor's own locks across the fork,
+        // so that no thread of ours holds one at that instant and the child starts with all
+        // of them free (it drops the copies it inherits, held by its only thread). Locks of
+        // other code remain the documented hazard of this start method.
+        let guards = (
+            crate::child::registry::lock_for_fork(),
+            forkserver::lock_for_fork(),
+            procvisor_worker::identity::lock_for_fork(),
+        );
+        let forked = crate::sys::fork_for_fork_method();
+        drop(guards);
+        match forked {
             Ok(ForkResult::Child) => {
                 let _ = nix::unistd::close(parent_raw);
                 forkserver::close_inherited();

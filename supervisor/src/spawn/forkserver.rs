@@ -46,6 +46,11 @@ pub(crate) fn close_inherited() {
     }
 }
 
+/// Holds the server lock across a `fork` (see `spawn::fork`).
+pub(crate) fn lock_for_fork() -> impl Sized {
+    SERVER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 enum Failure {
     /// The server is gone; a new one may do better.
     ServerGone(String),

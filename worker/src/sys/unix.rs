@@ -152,3 +152,22 @@ pub(crate) fn recv_with_fds(
     }
     Ok(n)
 }
+
+/// Writes all of `bytes` to a descriptor known only by number; false on any error.
+pub(crate) fn write_raw(fd: RawFd, bytes: &[u8]) -> bool {
+    if !fd_is_open(fd) {
+        return false;
+    }
+    // SAFETY: the descriptor was checked to be open just above and is only borrowed for
+    // this call; the caller (a test hook) names this worker's own control socket.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut done = 0;
+    while done < bytes.len() {
+        match nix::unistd::write(borrowed, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}

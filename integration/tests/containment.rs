@@ -1,0 +1,125 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use procvisor::{Process, StartMethod};
+use procvisor_integration::{children_of, pid_present, process_exists, wait_until};
+
+use crate::lifecycle::METHODS;
+
+fn quick(_: ()) {}
+
+#[test]
+fn finished_children_are_reaped_without_join() {
+    for m in METHODS {
+        let mut p = Process::new(quick, ()).with_start_method(m);
+        p.start().unwrap();
+        let pid = p.pid().unwrap().unwrap();
+        // Nobody joins: the Worker actor (or the forkserver) must collect the exit, so the
+        // pid disappears entirely — not even a zombie is left.
+        assert!(
+            wait_until(Duration::from_secs(10), || !pid_present(pid)),
+            "{m}: pid {pid} still present as {:?}",
+            procvisor_integration::process_state(pid)
+        );
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+}
+
+/// Every descendant of `pid`, depth first.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for c in children_of(pid) {
+        out.push(c);
+        out.extend(descendants(c));
+    }
+    out
+}
+
+#[test]
+fn sigkill_of_the_parent_leaves_no_child_alive_after_one_second() {
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_orphan_parent"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pids: Vec<i32> = line
+        .strip_prefix("PIDS ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    // The forkserver and every worker, whatever their depth.
+    let all = descendants(parent.id() as i32);
+    for pid in &pids {
+        assert!(all.contains(pid), "{pid} is not a descendant: {all:?}");
+        assert!(process_exists(*pid));
+    }
+    assert!(all.len() >= 4, "the forkserver is missing from {all:?}");
+
+    let t = Instant::now();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let gone = wait_until(Duration::from_secs(1), || {
+        all.iter().all(|p| !process_exists(*p))
+    });
+    let survivors: Vec<_> = all.iter().filter(|p| process_exists(**p)).collect();
+    assert!(gone, "survivors after {:?}: {survivors:?}", t.elapsed());
+}
+
+#[test]
+fn at_exit_daemons_are_terminated_and_other_children_joined() {
+    let dir = std::env::temp_dir().join(format!("procvisor-exit-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("marker");
+    let _ = std::fs::remove_file(&marker);
+    let out = Command::new(env!("CARGO_BIN_EXE_exit_rules"))
+        .arg(&marker)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit_rules failed: {out:?}");
+    let pid_of = |tag: &str| -> i32 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .unwrap_or_else(|| panic!("no {tag} in {stdout}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (daemon, worker) = (pid_of("DAEMON "), pid_of("WORKER "));
+    // The program returned only after the non-daemonic worker finished its work.
+    assert_eq!(std::fs::read(&marker).unwrap(), b"done");
+    assert!(!process_exists(worker));
+    // And its daemon was terminated, not left running.
+    assert!(
+        !process_exists(daemon),
+        "daemon {daemon} outlived its parent"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn sleeps(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn many_children_at_once_all_complete() {
+    for m in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let mut ps: Vec<Process> = (0..50)
+            .map(|_| Process::new(sleeps, 50).with_start_method(m))
+            .collect();
+        for p in &mut ps {
+            p.start().unwrap();
+        }
+        for p in &ps {
+            p.join(Some(Duration::from_secs(60))).unwrap();
+            assert_eq!(p.exitcode().unwrap(), Some(0), "{m}");
+        }
+    }
+}

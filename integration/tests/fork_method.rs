@@ -1,0 +1,101 @@
+//! The `fork` start method, including capturing closures.
+//!
+//! Every test holds `FORK_MTX` for its whole run, so that no other test thread is inside
+//! procvisor or printing at the instant of a fork (the hazard documented on
+//! `StartMethod::Fork`); the rest of the suite stays parallel in its own binary.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use procvisor::{Process, StartMethod};
+
+static FORK_MTX: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    FORK_MTX.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn sleeps(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn fork_runs_fn_items_with_results_and_exit_codes() {
+    let _g = lock();
+    let mut p = Process::new(square, 9).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!((p.exitcode().unwrap(), p.result().unwrap()), (Some(0), 81));
+
+    let mut p = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.terminate().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(-15));
+}
+
+#[test]
+fn fork_runs_capturing_closures() {
+    let _g = lock();
+    let captured = vec![1u32, 2, 3, 4];
+    let offset = 100;
+    let mut p = Process::from_closure(move || captured.iter().sum::<u32>() + offset);
+    assert_eq!(p.start_method(), StartMethod::Fork);
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.result().unwrap(), 110);
+}
+
+#[test]
+fn closure_panics_and_exits_are_reported() {
+    let _g = lock();
+    let mut p: Process<()> = Process::from_closure(|| panic!("closure failed"));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(1));
+    assert_eq!(
+        p.result().unwrap_err().remote().unwrap().message,
+        "closure failed"
+    );
+
+    let mut p: Process<()> = Process::from_closure(|| std::process::exit(4));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(4));
+}
+
+#[test]
+fn a_closure_refuses_other_start_methods() {
+    let _g = lock();
+    let mut p = Process::from_closure(|| 1u8).with_start_method(StartMethod::ForkServer);
+    let err = p.start().unwrap_err();
+    assert!(err.to_string().contains("fork start method"), "{err}");
+    assert_eq!(p.pid().unwrap(), None);
+}
+
+fn grandchild_count(_: ()) -> usize {
+    // A fork child starts children of its own: its registry must not list its siblings.
+    let before = procvisor::active_children().len();
+    let mut g = Process::new(square, 3).with_start_method(StartMethod::Fork);
+    g.start().unwrap();
+    g.join(None).unwrap();
+    assert_eq!(g.result().unwrap(), 9);
+    before
+}
+
+#[test]
+fn a_fork_child_does_not_inherit_its_parents_children() {
+    let _g = lock();
+    let mut sibling = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
+    sibling.start().unwrap();
+    let mut p = Process::new(grandchild_count, ()).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(p.result().unwrap(), 0);
+    sibling.kill().unwrap();
+    sibling.join(None).unwrap();
+}

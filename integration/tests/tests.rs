@@ -1,0 +1,16 @@
+//! procvisor's integration tests: real processes, real signals, real exit codes.
+//!
+//! One test binary (the tests run on parallel threads, which procvisor must survive);
+//! tests that need the whole process to themselves — `fork` from a quiet parent, counting
+//! descriptors — live in their own binaries beside this one.
+
+// Process lifecycle under every start method: start, join, exit codes, signals, results.
+mod lifecycle;
+// Python's rules about names, identities, daemons and the process tree.
+mod identity;
+// Children that misbehave: garbage on the control socket, dying before reporting.
+mod faults;
+// No zombies, no orphans: reaping without join, and SIGKILL of the parent.
+mod containment;
+// The actor layer: join_async, Worker and Supervisor addresses.
+mod actors;
