@@ -13,8 +13,8 @@
 
 use std::io::{self, Read};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::{DecodeError, EncodeError, Message, ReadError};
 
@@ -44,10 +44,26 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeE
 /// assert_eq!(v, (1, "a".to_owned()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// The value must fill `bytes` exactly: trailing bytes are [`DecodeError::Malformed`], so a
+/// frame cannot smuggle data past its message.
+///
+/// ```
+/// use procvisor_protocol::frame::decode_value;
+/// assert!(decode_value::<u8>(&[0x07, 0x00]).is_err());
+/// ```
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed {
         reason: e.to_string(),
-    })
+    })?;
+    let used = de.position() as usize;
+    if used != bytes.len() {
+        return Err(DecodeError::Malformed {
+            reason: format!("{} trailing bytes after the value", bytes.len() - used),
+        });
+    }
+    Ok(value)
 }
 
 /// Encodes one message as a whole frame, header included.

@@ -201,3 +201,13 @@ fn values_decode_into_the_wrong_type_with_a_typed_error() {
     let err = decode_value::<u32>(&b).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
 }
+
+#[test]
+fn trailing_bytes_inside_a_frame_are_malformed() {
+    // Ping(7) with one extra byte, and a length that covers it.
+    let frame = [0, 0, 0, 8, 0x81, 0xa4, b'P', b'i', b'n', b'g', 0x07, 0x00];
+    assert!(matches!(
+        FrameDecoder::new().decode(&frame),
+        Err(DecodeError::Malformed { .. })
+    ));
+}
