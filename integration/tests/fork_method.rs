@@ -41,7 +41,8 @@ fn fork_runs_fn_items_with_results_and_exit_codes() {
 #[test]
 fn fork_runs_capturing_closures() {
     let _g = lock();
-    let captured = vec![1u32, 2, 3, 4];
+    // A heap value, captured by move into the child.
+    let captured: Vec<u32> = (1..=4).collect();
     let offset = 100;
     let mut p = Process::from_closure(move || captured.iter().sum::<u32>() + offset);
     assert_eq!(p.start_method(), StartMethod::Fork);

@@ -13,8 +13,8 @@
 
 use std::io::{self, Read};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::{DecodeError, EncodeError, Message, ReadError};
 

@@ -20,7 +20,9 @@ use procvisor_protocol::{DecodeError, EncodeError, RemoteError};
 /// ```
 #[derive(Debug)]
 pub struct Error {
-    kind: Kind,
+    // Boxed: an `Error` is one pointer wide, so `Result<T, Error>` stays small on the
+    // success path.
+    kind: Box<Kind>,
 }
 
 #[derive(Debug)]
@@ -49,32 +51,34 @@ pub(crate) enum Kind {
 
 impl Error {
     pub(crate) fn new(kind: Kind) -> Self {
-        Error { kind }
+        Error {
+            kind: Box::new(kind),
+        }
     }
 
     /// The process was used before `start()`.
     pub fn is_not_started(&self) -> bool {
-        matches!(self.kind, Kind::NotStarted(_))
+        matches!(*self.kind, Kind::NotStarted(_))
     }
 
     /// `close()` was called, and the process can no longer be used.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed)
+        matches!(*self.kind, Kind::Closed)
     }
 
     /// The process has not finished yet (for `result()` and `close()`).
     pub fn is_running(&self) -> bool {
-        matches!(self.kind, Kind::NotFinished | Kind::StillRunning)
+        matches!(*self.kind, Kind::NotFinished | Kind::StillRunning)
     }
 
     /// The target panicked in the child; see [`Error::remote`].
     pub fn is_remote(&self) -> bool {
-        matches!(self.kind, Kind::Remote(_))
+        matches!(*self.kind, Kind::Remote(_))
     }
 
     /// The child's panic, with message and location: Python's `RemoteTraceback`.
     pub fn remote(&self) -> Option<&RemoteError> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Remote(r) => Some(r),
             _ => None,
         }
@@ -83,7 +87,7 @@ impl Error {
     /// The child's exit code when it ended without reporting a result (killed by a
     /// signal: `-signum`; `std::process::exit(n)`: `n`).
     pub fn exitcode(&self) -> Option<i32> {
-        match self.kind {
+        match *self.kind {
             Kind::NoResult { exitcode } => Some(exitcode),
             _ => None,
         }
@@ -91,7 +95,7 @@ impl Error {
 
     /// The system error behind a failed start.
     pub fn errno(&self) -> Option<Errno> {
-        match self.kind {
+        match *self.kind {
             Kind::Spawn(e) => Some(e),
             _ => None,
         }
@@ -99,23 +103,23 @@ impl Error {
 
     /// The arguments (or the result) could not be serialized.
     pub fn is_serialize(&self) -> bool {
-        matches!(self.kind, Kind::Serialize(_))
+        matches!(*self.kind, Kind::Serialize(_))
     }
 
     /// The child broke the wire protocol (a malformed or oversized frame) and was killed.
     pub fn is_protocol(&self) -> bool {
-        matches!(self.kind, Kind::Protocol(_))
+        matches!(*self.kind, Kind::Protocol(_))
     }
 
     /// A value did not decode into the requested type.
     pub fn is_decode(&self) -> bool {
-        matches!(self.kind, Kind::Decode { .. })
+        matches!(*self.kind, Kind::Decode { .. })
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             Kind::NotStarted(what) => write!(f, "can only {what} a started process"),
             Kind::AlreadyStarted => f.write_str("cannot start a process twice"),
             Kind::Closed => f.write_str("process object is closed"),
@@ -148,7 +152,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Serialize(e) => Some(e),
             Kind::Spawn(e) => Some(e),
             Kind::Remote(e) => Some(e),

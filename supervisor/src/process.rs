@@ -276,32 +276,14 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// or arguments that failed to serialize (then no process is created).
     pub fn start(&mut self) -> Result<(), Error> {
         self.check_open()?;
-        let Some((target, args)) = self.target.take() else {
+        if self.target.is_none() {
             return Err(Error::new(Kind::AlreadyStarted));
-        };
-        match self.launch(target, args) {
-            Ok(()) => Ok(()),
-            Err((e, target_back)) => {
-                // A failed start leaves the process startable, as it never began.
-                self.target = target_back;
-                Err(e)
-            }
         }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn launch(
-        &mut self,
-        target: Target,
-        args: Result<Vec<u8>, EncodeError>,
-    ) -> Result<(), (Error, Option<(Target, Result<Vec<u8>, EncodeError>)>)> {
         if identity::current().daemon {
-            return Err((Error::new(Kind::DaemonicParent), Some((target, args))));
+            return Err(Error::new(Kind::DaemonicParent));
         }
-        let args = match args {
-            Ok(a) => a,
-            Err(e) => return Err((Error::new(Kind::Serialize(e)), None)),
-        };
+        let (target, args) = self.target.take().expect("checked above");
+        let args = args.map_err(|e| Error::new(Kind::Serialize(e)))?;
         procvisor_worker::boot::ensure_linked();
         let entry = match &target {
             Target::Entry(f) => entry::offset_of(*f),
@@ -316,7 +298,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             parent: identity::as_peer(),
             start_method: self.method.as_str().to_owned(),
         };
-        let launched = spawn::launch(self.method, start, target).map_err(|e| (e, None))?;
+        let launched = spawn::launch(self.method, start, target)?;
         let child = Child::new(
             launched.pid,
             self.name.clone(),
@@ -325,7 +307,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             launched.sentinel,
             launched.control,
         )
-        .map_err(|e| (Error::new(Kind::Spawn(spawn_errno(&e))), None))?;
+        .map_err(|e| Error::new(Kind::Spawn(spawn_errno(&e))))?;
         registry::add(child.clone());
         let rt = crate::runtime::get();
         let watched = child.clone();
