@@ -370,6 +370,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// code. The future does not borrow the process.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo() -> Result<(), procvisor::Error> {
     /// fn noop(_: ()) {}
     /// let mut p = procvisor::Process::new(noop, ());

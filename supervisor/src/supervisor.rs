@@ -4,6 +4,7 @@
 //! strategies build on exactly this ownership and exit path.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! fn noop(_: ()) {}
 //! let mut p = procvisor::Process::new(noop, ());

@@ -9,6 +9,7 @@
 //! [`Process::join_async`](crate::Process::join_async) falls back to the recorded status.
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use procvisor::{Process, worker::{Signal, WaitExit}};
 //! fn sleepy(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
