@@ -215,6 +215,12 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     }
 
     /// Sets the name (builder style).
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// let p = procvisor::Process::new(noop, ()).with_name("indexer");
+    /// assert_eq!(p.name(), "indexer");
+    /// ```
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -222,28 +228,57 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
 
     /// Sets the daemon flag (builder style): a daemonic child is terminated when its parent
     /// exits, and may not start children of its own.
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// assert!(procvisor::Process::new(noop, ()).with_daemon(true).daemon());
+    /// ```
     pub fn with_daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
     }
 
     /// Sets the start method of this process (builder style).
+    ///
+    /// ```
+    /// use procvisor::{Process, StartMethod};
+    /// fn noop(_: ()) {}
+    /// let p = Process::new(noop, ()).with_start_method(StartMethod::Spawn);
+    /// assert_eq!(p.start_method(), StartMethod::Spawn);
+    /// ```
     pub fn with_start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
         self
     }
 
-    /// The name.
+    /// The name: `Process-N` unless set.
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// assert!(procvisor::Process::new(noop, ()).name().starts_with("Process-"));
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Renames the process; a started child keeps the name it was started with.
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.set_name("renamed");
+    /// assert_eq!(p.name(), "renamed");
+    /// ```
     pub fn set_name(&mut self, name: impl Into<String>) {
         self.name = name.into();
     }
 
-    /// The daemon flag.
+    /// The daemon flag (false unless set).
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// assert!(!procvisor::Process::new(noop, ()).daemon());
+    /// ```
     pub fn daemon(&self) -> bool {
         self.daemon
     }
@@ -267,13 +302,27 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         Ok(())
     }
 
-    /// The start method this process uses.
+    /// The start method this process uses: the program's default unless set.
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// let p = procvisor::Process::new(noop, ());
+    /// assert_eq!(p.start_method(), procvisor::get_start_method());
+    /// ```
     pub fn start_method(&self) -> StartMethod {
         self.method
     }
 
     /// Starts the child. A second call is an error; so is starting from a daemonic process,
     /// or arguments that failed to serialize (then no process is created).
+    ///
+    /// ```no_run
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.start()?;
+    /// assert!(p.start().is_err());
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn start(&mut self) -> Result<(), Error> {
         self.check_open()?;
         if self.target.is_none() {
@@ -335,12 +384,31 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     }
 
     /// The child's pid; `None` before `start`.
+    ///
+    /// ```no_run
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// assert_eq!(p.pid()?, None);
+    /// p.start()?;
+    /// assert!(p.pid()?.is_some());
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn pid(&self) -> Result<Option<i32>, Error> {
         self.check_open()?;
         Ok(self.child.as_ref().map(|c| c.pid))
     }
 
     /// Whether the child is running: false before `start` and after it ended.
+    ///
+    /// ```no_run
+    /// fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(1)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// assert!(p.is_alive()?);
+    /// p.join(None)?;
+    /// assert!(!p.is_alive()?);
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn is_alive(&self) -> Result<bool, Error> {
         self.check_open()?;
         Ok(self.child.as_ref().is_some_and(|c| c.progress().is_none()))
@@ -349,11 +417,30 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// Python's `exitcode`: `None` while running (or before `start`), 0 after a normal
     /// return, 1 after a panic, N after `std::process::exit(N)`, `-signum` after death by a
     /// signal.
+    ///
+    /// ```no_run
+    /// fn fail(_: ()) { std::process::exit(3) }
+    /// let mut p = procvisor::Process::new(fail, ());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode()?, Some(3));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn exitcode(&self) -> Result<Option<i32>, Error> {
         Ok(self.exit_status()?.map(|s| s.exitcode()))
     }
 
     /// The full exit status (exit code, or signal and core dump), once the child ended.
+    ///
+    /// ```no_run
+    /// fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exit_status()?.and_then(|s| s.signal()), Some(9));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn exit_status(&self) -> Result<Option<ExitStatus>, Error> {
         self.check_open()?;
         Ok(self.child.as_ref().and_then(|c| c.progress()))
@@ -361,6 +448,18 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
 
     /// Blocks until the child has ended, or until `timeout` has passed with the child still
     /// running (which is not an error: check [`exitcode`](Process::exitcode)).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// fn nap(_: ()) { std::thread::sleep(Duration::from_secs(60)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// p.join(Some(Duration::from_millis(100)))?;
+    /// assert_eq!(p.exitcode()?, None); // still running
+    /// p.terminate()?;
+    /// p.join(None)?;
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<(), Error> {
         self.started("join")?.wait(timeout);
         Ok(())
@@ -400,16 +499,47 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     }
 
     /// Sends SIGTERM (Python's `terminate`). Nothing happens if the child already ended.
+    ///
+    /// ```no_run
+    /// fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// p.terminate()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode()?, Some(-15));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn terminate(&self) -> Result<(), Error> {
         self.signal(Signal::SIGTERM)
     }
 
     /// Sends SIGKILL (Python's `kill`). Nothing happens if the child already ended.
+    ///
+    /// ```no_run
+    /// fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode()?, Some(-9));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn kill(&self) -> Result<(), Error> {
         self.signal(Signal::SIGKILL)
     }
 
     /// Sends any signal to the child, safely against pid reuse (through its pidfd).
+    ///
+    /// ```no_run
+    /// use nix::sys::signal::Signal;
+    /// fn nap(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+    /// let mut p = procvisor::Process::new(nap, ());
+    /// p.start()?;
+    /// p.signal(Signal::SIGINT)?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode()?, Some(-2));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn signal(&self, signal: Signal) -> Result<(), Error> {
         self.started("signal")?
             .signal(signal)
@@ -417,11 +547,28 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     }
 
     /// A descriptor that becomes readable when the child ends: usable with `poll`.
+    ///
+    /// ```no_run
+    /// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.start()?;
+    /// let mut fds = [PollFd::new(p.sentinel()?, PollFlags::POLLIN)];
+    /// poll(&mut fds, PollTimeout::NONE)?;
+    /// assert!(!p.is_alive()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sentinel(&self) -> Result<BorrowedFd<'_>, Error> {
         Ok(self.started("get the sentinel of")?.sentinel())
     }
 
-    /// The Worker actor that owns this child, for actix applications.
+    /// The Worker actor that owns this child, for actix applications; `None` before
+    /// `start`.
+    ///
+    /// ```
+    /// fn noop(_: ()) {}
+    /// assert!(procvisor::Process::new(noop, ()).worker().is_none());
+    /// ```
     pub fn worker(&self) -> Option<Addr<Worker>> {
         self.worker.clone()
     }
@@ -431,6 +578,16 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// Errors: [not finished](Error::is_running), [the target panicked](Error::is_remote)
     /// (with message and location), [ended without reporting](Error::exitcode) (killed, or
     /// `std::process::exit`), the child broke the protocol, or the value did not decode.
+    ///
+    /// ```no_run
+    /// fn fails(_: ()) -> u8 { panic!("no luck") }
+    /// let mut p = procvisor::Process::new(fails, ());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// let err = p.result().unwrap_err();
+    /// assert_eq!(err.remote().map(|r| r.message.as_str()), Some("no luck"));
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn result(&self) -> Result<R, Error> {
         let child = self.started("get the result of")?;
         let Some(status) = child.progress() else {
@@ -453,6 +610,16 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
 
     /// Releases the process's resources. An error while the child is running; afterwards
     /// every method reports that the process is closed. Closing twice is fine.
+    ///
+    /// ```no_run
+    /// fn noop(_: ()) {}
+    /// let mut p = procvisor::Process::new(noop, ());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// p.close()?;
+    /// assert!(p.pid().unwrap_err().is_closed());
+    /// # Ok::<(), procvisor::Error>(())
+    /// ```
     pub fn close(&mut self) -> Result<(), Error> {
         if self.closed {
             return Ok(());
