@@ -1,0 +1,224 @@
+//! Figures, their statistics, and the two output formats (table and JSON lines).
+
+/// All measured repetitions of one (bench, impl, method).
+#[derive(Debug, Clone)]
+pub(crate) struct Figure {
+    /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`.
+    pub(crate) bench: String,
+    /// `procvisor`, `cpython` or `os`.
+    pub(crate) imp: &'static str,
+    /// `forkserver`, `spawn`, `fork`, or `-` for the OS floor.
+    pub(crate) method: String,
+    /// `ms` or `KiB`.
+    pub(crate) unit: String,
+    /// One value per repetition.
+    pub(crate) values: Vec<f64>,
+}
+
+/// Median, minimum and maximum of a figure's repetitions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Figure {
+    /// The statistics of the repetitions; `None` when there are none.
+    pub(crate) fn stats(&self) -> Option<Stats> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let mut v = self.values.clone();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Stats {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+}
+
+fn find<'a>(figs: &'a [Figure], bench: &str, imp: &str, method: &str) -> Option<&'a Figure> {
+    figs.iter()
+        .find(|f| f.bench == bench && f.imp == imp && f.method == method)
+}
+
+/// A number for JSON: at most 4 decimals, no trailing zeros.
+fn json_num(v: f64) -> String {
+    let r = (v * 1e4).round() / 1e4;
+    format!("{r}")
+}
+
+/// One JSON object per line per figure.
+pub(crate) fn print_json(figs: &[Figure]) {
+    for f in figs {
+        let Some(s) = f.stats() else { continue };
+        println!(
+            "{{\"bench\": \"{}\", \"impl\": \"{}\", \"method\": \"{}\", \"value\": {}, \
+             \"min\": {}, \"max\": {}, \"unit\": \"{}\", \"reps\": {}}}",
+            f.bench,
+            f.imp,
+            f.method,
+            json_num(s.median),
+            json_num(s.min),
+            json_num(s.max),
+            f.unit,
+            f.values.len()
+        );
+    }
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    if unit == "KiB" {
+        format!("{v:.0}")
+    } else if v < 10.0 {
+        format!("{v:.3}")
+    } else if v < 100.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The floor figure a (bench, method) row is compared with, if any.
+fn floor_of(bench: &str, method: &str) -> Option<&'static str> {
+    match (bench, method) {
+        ("start_join", "forkserver" | "fork") => Some("fork_waitpid"),
+        ("start_join", "spawn") => Some("fork_exec_self"),
+        _ => None,
+    }
+}
+
+/// Rows of the table, in bench order then method order.
+pub(crate) const TABLE_BENCHES: [&str; 4] = ["start_join", "start_100", "idle_rss", "idle_uss"];
+/// The start methods, in table order.
+pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];
+
+/// The comparison table, as Markdown (readable in a terminal too).
+pub(crate) fn table(figs: &[Figure]) -> String {
+    let header = [
+        "bench",
+        "method",
+        "procvisor (median [min–max])",
+        "cpython (median)",
+        "os floor",
+        "procvisor/cpython",
+        "procvisor/floor",
+    ];
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for bench in TABLE_BENCHES {
+        for method in METHODS {
+            let pv = find(figs, bench, "procvisor", method);
+            let cp = find(figs, bench, "cpython", method);
+            if pv.is_none() && cp.is_none() {
+                continue;
+            }
+            let unit = pv.or(cp).map(|f| f.unit.as_str()).unwrap_or("ms");
+            let pvs = pv.and_then(Figure::stats);
+            let cps = cp.and_then(Figure::stats);
+            let floor = floor_of(bench, method)
+                .and_then(|name| find(figs, name, "os", "-"))
+                .and_then(|f| f.stats().map(|s| (f.bench.as_str(), s)));
+
+            let pv_cell = match pvs {
+                Some(s) => format!(
+                    "{} {unit} [{}–{}]",
+                    fmt_value(s.median, unit),
+                    fmt_value(s.min, unit),
+                    fmt_value(s.max, unit)
+                ),
+                None => "-".to_owned(),
+            };
+            let cp_cell = match cps {
+                Some(s) => format!("{} {unit}", fmt_value(s.median, unit)),
+                None => "-".to_owned(),
+            };
+            let floor_cell = match floor {
+                Some((name, s)) => format!("{} {unit} ({name})", fmt_value(s.median, unit)),
+                None => "-".to_owned(),
+            };
+            let vs_cp = match (pvs, cps) {
+                (Some(p), Some(c)) if p.median > 0.0 && c.median > 0.0 => {
+                    let r = c.median / p.median;
+                    let (better, worse) = if unit == "KiB" {
+                        ("smaller", "larger")
+                    } else {
+                        ("faster", "slower")
+                    };
+                    if r >= 1.0 {
+                        format!("{r:.1}× {better}")
+                    } else {
+                        format!("{:.1}× {worse}", 1.0 / r)
+                    }
+                }
+                _ => "-".to_owned(),
+            };
+            let vs_floor = match (pvs, floor) {
+                (Some(p), Some((_, f))) if f.median > 0.0 => {
+                    format!("{:.1}×", p.median / f.median)
+                }
+                _ => "-".to_owned(),
+            };
+            rows.push([
+                bench.to_owned(),
+                method.to_owned(),
+                pv_cell,
+                cp_cell,
+                floor_cell,
+                vs_cp,
+                vs_floor,
+            ]);
+        }
+    }
+
+    let mut widths = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut s = String::from("|");
+        for (cell, w) in cells.iter().zip(widths) {
+            let pad = w - cell.chars().count();
+            s.push(' ');
+            s.push_str(cell);
+            s.push_str(&" ".repeat(pad));
+            s.push_str(" |");
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&header.map(str::to_owned));
+    out.push_str(&line(&widths.map(|w| "-".repeat(w))));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+/// The OS floor figures, one line each.
+pub(crate) fn floors(figs: &[Figure]) -> String {
+    let mut out = String::new();
+    for f in figs.iter().filter(|f| f.imp == "os") {
+        if let Some(s) = f.stats() {
+            out.push_str(&format!(
+                "  {:<15} {} {} per op [{}–{}], {} reps\n",
+                f.bench,
+                fmt_value(s.median, &f.unit),
+                f.unit,
+                fmt_value(s.min, &f.unit),
+                fmt_value(s.max, &f.unit),
+                f.values.len()
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,745 @@
+//! The procvisor benchmark harness: procvisor, CPython's `multiprocessing` and the OS
+//! floor, measured in one run on one machine.
+//!
+//! ```text
+//! cargo run --release -p procvisor-integration --bin bench -- [--quick] [--json] [FILTER]
+//! ```
+//!
+//! - `start_join`: sequential start + join of a no-op target, mean ms per start+join over
+//!   a batch (one unmeasured warm-up first, which also starts the forkserver).
+//! - `start_100`: start 100 no-op processes, then join them all; total ms.
+//! - `idle_rss` / `idle_uss`: VmRSS and Private_Clean + Private_Dirty (KiB) of a child
+//!   blocked in its target.
+//! - OS floor (impl `os`, method `-`): `fork_waitpid` (raw fork, the child `_exit`s at
+//!   once) and `fork_exec_self` (fork + exec of this program, which exits first thing in
+//!   `main` when `PROCVISOR_BENCH_EXIT` is set); ms per op.
+//! - CPython: `integration/bench/python/process_bench.py`, run with `python3`.
+//!
+//! The floor is measured inside `start_join`, one floor batch right before each procvisor
+//! batch, so that a ratio compares figures taken under the same load (the machine may be
+//! shared); on its own only when the filter names a floor but not `start_join`.
+//!
+//! `FILTER` is a substring of the bench names to run. `--json` prints one JSON
+//! object per figure and line instead of the table; progress goes to stderr either way.
+
+use std::ffi::{CStr, CString, OsString};
+use std::os::raw::c_char;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+use procvisor::{Process, StartMethod};
+
+#[path = "../bench/json.rs"]
+mod json;
+#[path = "../bench/report.rs"]
+mod report;
+
+use report::Figure;
+
+/// Set in the environment of the `fork_exec_self` children: `main` exits 0 at once.
+const EXIT_ENV: &str = "PROCVISOR_BENCH_EXIT";
+
+/// Processes started at once by `start_100`.
+const START_100_COUNT: usize = 100;
+
+/// How long an idle child may take to reach its target.
+const IDLE_DEADLINE: Duration = Duration::from_secs(10);
+
+const METHODS: [StartMethod; 3] = [
+    StartMethod::ForkServer,
+    StartMethod::Spawn,
+    StartMethod::Fork,
+];
+
+/// The target of `start_join` and `start_100`.
+fn noop(_: ()) {}
+
+/// The target of `idle_rss`: blocks (in `futex`) until killed.
+fn idle(_: ()) {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    quick: bool,
+    json: bool,
+    filter: Option<String>,
+}
+
+impl Config {
+    /// Measured repetitions of every figure.
+    fn reps(&self) -> usize {
+        if self.quick { 5 } else { 10 }
+    }
+
+    /// Start+joins per `start_join` repetition.
+    fn batch(&self, method: StartMethod) -> usize {
+        match (self.quick, method) {
+            (false, StartMethod::Spawn) => 50,
+            (false, _) => 200,
+            (true, StartMethod::Spawn) => 20,
+            (true, _) => 50,
+        }
+    }
+
+    /// Operations per floor repetition.
+    fn floor_batch(&self, bench: &str) -> usize {
+        match (self.quick, bench) {
+            (false, "fork_waitpid") => 200,
+            (false, _) => 50,
+            (true, "fork_waitpid") => 50,
+            (true, _) => 20,
+        }
+    }
+
+    fn wants(&self, bench: &str) -> bool {
+        self.filter.as_deref().is_none_or(|f| bench.contains(f))
+    }
+}
+
+fn usage() -> &'static str {
+    "usage: bench [--quick] [--json] [FILTER]\n\
+     \x20 --quick  fewer repetitions and smaller batches (under 2 minutes)\n\
+     \x20 --json   one JSON object per figure and line instead of the table\n\
+     \x20 FILTER   run only the benches whose name contains it \
+     (start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self)"
+}
+
+fn parse_args() -> Result<Config, String> {
+    let mut cfg = Config {
+        quick: false,
+        json: false,
+        filter: None,
+    };
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => cfg.quick = true,
+            "--json" => cfg.json = true,
+            "-h" | "--help" => return Err(String::new()),
+            a if a.starts_with('-') => return Err(format!("unknown option {a:?}")),
+            a if cfg.filter.is_none() => cfg.filter = Some(a.to_owned()),
+            a => return Err(format!("more than one FILTER ({a:?})")),
+        }
+    }
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    // First thing: a `fork_exec_self` child only measures the cost of exec'ing us.
+    if std::env::var_os(EXIT_ENV).is_some() {
+        std::process::exit(0);
+    }
+    let cfg = match parse_args() {
+        Ok(cfg) => cfg,
+        Err(e) if e.is_empty() => {
+            println!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("bench: {e}\n{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let python = python_version();
+
+    let info = machine_info(&python, &cfg);
+    if cfg.json {
+        eprint!("{info}");
+    } else {
+        print!("{info}");
+    }
+
+    let mut figs: Vec<Figure> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut failed = false;
+    let mut record = |figs: &mut Vec<Figure>,
+                      r: Result<Vec<Figure>, String>,
+                      what: &str,
+                      notes: &mut Vec<String>| match r {
+        Ok(new) => {
+            for f in new {
+                // fork_waitpid is measured with both forkserver and fork: one figure.
+                match figs
+                    .iter_mut()
+                    .find(|g| g.bench == f.bench && g.imp == f.imp && g.method == f.method)
+                {
+                    Some(g) => g.values.extend(f.values),
+                    None => figs.push(f),
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("bench: {what} failed: {e}");
+            notes.push(format!("{what} failed: {e}"));
+            failed = true;
+        }
+    };
+
+    let exec = match ExecSelf::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The OS floor is measured inside `start_join`, whose reference it is, one floor batch
+    // before each procvisor batch; on its own only when the filter names it alone.
+    if !cfg.wants("start_join") {
+        for bench in ["fork_waitpid", "fork_exec_self"] {
+            if cfg.wants(bench) {
+                progress(&format!("os {bench}"));
+                let r = floor(&cfg, bench, &exec).map(|f| vec![f]);
+                record(&mut figs, r, bench, &mut notes);
+            }
+        }
+    }
+
+    let benches: [(&str, &[&str]); 3] = [
+        ("start_join", &["start_join"]),
+        ("start_100", &["start_100"]),
+        ("idle_rss", &["idle_rss", "idle_uss"]),
+    ];
+    let mut idle_probe = None;
+    for (bench, names) in benches {
+        if !names.iter().any(|n| cfg.wants(n)) {
+            continue;
+        }
+        for method in METHODS {
+            let m = method.as_str();
+            progress(&format!("procvisor {bench} {m}"));
+            let r = match bench {
+                "start_join" => bench_start_join(&cfg, method, &exec),
+                "start_100" => bench_start_100(&cfg, method).map(|f| vec![f]),
+                _ => bench_idle(&cfg, method).map(|(f, probe)| {
+                    idle_probe = Some(probe);
+                    f
+                }),
+            };
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let r = run_cpython(&cfg, bench, m);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+        }
+    }
+    // `idle_rss` measures both; keep only what the filter asked for.
+    figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
+    if python.is_none() {
+        notes.push("python3 not found: the CPython columns are empty".to_owned());
+    }
+    if let Some(probe) = idle_probe {
+        notes.push(format!(
+            "idle children counted as running their target when {probe}"
+        ));
+    }
+    notes.push(format!(
+        "{} repetitions per figure{}; start_join batches: procvisor {} (forkserver, fork) / {} \
+         (spawn), cpython {} / {} (spawn); total run time {:.0} s",
+        cfg.reps(),
+        if cfg.quick { " (--quick)" } else { "" },
+        cfg.batch(StartMethod::ForkServer),
+        cfg.batch(StartMethod::Spawn),
+        if cfg.quick { 5 } else { 20 },
+        if cfg.quick { 3 } else { 10 },
+        started.elapsed().as_secs_f64()
+    ));
+
+    if cfg.json {
+        report::print_json(&figs);
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+    } else {
+        println!();
+        print!("{}", report::table(&figs));
+        let floors = report::floors(&figs);
+        if !floors.is_empty() {
+            println!("\nOS floor (median [min–max]):\n{floors}");
+        } else {
+            println!();
+        }
+        for n in &notes {
+            println!("note: {n}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: running {what}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Machine information
+// ---------------------------------------------------------------------------------------
+
+/// `python3 --version`, or `None` when there is no python3.
+fn python_version() -> Option<String> {
+    let out = Command::new("python3")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    Some(String::from_utf8_lossy(&text).trim().to_owned())
+}
+
+fn machine_info(python: &Option<String>, cfg: &Config) -> String {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!(
+        "procvisor bench ({mode})\n\
+         machine: nproc {nproc} (online {online}), CPU {model}, kernel {kernel}\n\
+         python:  {py}\n\
+         load average at start: {load}\n\
+         note: the machine is shared and noisy; compare figures within one run, and read \
+         the min–max spread before trusting a ratio.\n",
+        mode = if cfg.quick { "quick" } else { "full" },
+        online = procvisor::cpu_count(),
+        py = python
+            .as_deref()
+            .unwrap_or("python3 not found (CPython skipped)"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// procvisor
+// ---------------------------------------------------------------------------------------
+
+fn figure(bench: &str, imp: &'static str, method: &str, unit: &str, values: Vec<f64>) -> Figure {
+    Figure {
+        bench: bench.to_owned(),
+        imp,
+        method: method.to_owned(),
+        unit: unit.to_owned(),
+        values,
+    }
+}
+
+fn start_join_once(method: StartMethod) -> Result<(), String> {
+    let mut p = Process::new(noop, ()).with_start_method(method);
+    p.start().map_err(|e| format!("start: {e}"))?;
+    p.join(None).map_err(|e| format!("join: {e}"))?;
+    match p.exitcode() {
+        Ok(Some(0)) => Ok(()),
+        other => Err(format!("the no-op child ended with {other:?}")),
+    }
+}
+
+/// One unmeasured start+join: for `forkserver` this also starts the server (and, for any
+/// method, procvisor's runtime and spawner threads).
+fn warm_up(method: StartMethod) -> Result<(), String> {
+    start_join_once(method)
+}
+
+/// The floor `start_join` of `method` is compared with.
+fn floor_for(method: StartMethod) -> &'static str {
+    match method {
+        StartMethod::Spawn => "fork_exec_self",
+        _ => "fork_waitpid",
+    }
+}
+
+/// `start_join` of `method`, each repetition paired with a batch of its OS floor measured
+/// right before it, so that both see the same load on this shared machine.
+fn bench_start_join(
+    cfg: &Config,
+    method: StartMethod,
+    exec: &ExecSelf,
+) -> Result<Vec<Figure>, String> {
+    // Warm-up, not measured: starts the forkserver (and the runtime and spawner threads).
+    warm_up(method)?;
+    let floor = floor_for(method);
+    floor_op(floor, exec)?;
+    let batch = cfg.batch(method);
+    let mut values = Vec::with_capacity(cfg.reps());
+    let mut floor_values = Vec::with_capacity(cfg.reps());
+    for _ in 0..cfg.reps() {
+        floor_values.push(floor_batch_ms(cfg, floor, exec)?);
+        let t0 = Instant::now();
+        for _ in 0..batch {
+            start_join_once(method)?;
+        }
+        values.push(t0.elapsed().as_secs_f64() * 1e3 / batch as f64);
+    }
+    Ok(vec![
+        figure("start_join", "procvisor", method.as_str(), "ms", values),
+        figure(floor, "os", "-", "ms", floor_values),
+    ])
+}
+
+fn bench_start_100(cfg: &Config, method: StartMethod) -> Result<Figure, String> {
+    warm_up(method)?;
+    let mut values = Vec::with_capacity(cfg.reps());
+    for _ in 0..cfg.reps() {
+        let mut procs: Vec<Process<()>> = (0..START_100_COUNT)
+            .map(|_| Process::new(noop, ()).with_start_method(method))
+            .collect();
+        let t0 = Instant::now();
+        for p in &mut procs {
+            p.start().map_err(|e| format!("start: {e}"))?;
+        }
+        for p in &procs {
+            p.join(None).map_err(|e| format!("join: {e}"))?;
+        }
+        values.push(t0.elapsed().as_secs_f64() * 1e3);
+        for p in &procs {
+            match p.exitcode() {
+                Ok(Some(0)) => {}
+                other => return Err(format!("a no-op child ended with {other:?}")),
+            }
+        }
+    }
+    Ok(figure(
+        "start_100",
+        "procvisor",
+        method.as_str(),
+        "ms",
+        values,
+    ))
+}
+
+/// How we tell that an idle child is blocked in its target rather than still booting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// State `S` and `/proc/PID/syscall` shows `futex` (what `thread::park` blocks in).
+    Syscall,
+    /// State `S` and `/proc/PID/wchan` names a futex wait.
+    Wchan,
+    /// State `S` only (neither of the above is readable here); a booting child blocked in
+    /// a read would pass too.
+    StateOnly,
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Probe::Syscall => "/proc/PID/stat shows state S and /proc/PID/syscall shows futex",
+            Probe::Wchan => "/proc/PID/stat shows state S and /proc/PID/wchan shows a futex wait",
+            Probe::StateOnly => {
+                "/proc/PID/stat shows state S (syscall and wchan unreadable: a child still \
+                 booting could pass)"
+            }
+        })
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (after the last `)`, as the name may hold one).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
+/// Whether `pid` is blocked in a futex, by the first probe that works here.
+fn in_futex(pid: i32, probe: &mut Probe) -> bool {
+    if *probe == Probe::Syscall {
+        match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+            // "running" while on a CPU; otherwise the syscall number first.
+            Ok(s) => {
+                return s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok())
+                    == Some(libc::SYS_futex);
+            }
+            Err(_) => *probe = Probe::Wchan,
+        }
+    }
+    if *probe == Probe::Wchan {
+        match std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+            Ok(s) if s.trim() != "0" && !s.trim().is_empty() => return s.contains("futex"),
+            _ => *probe = Probe::StateOnly,
+        }
+    }
+    true
+}
+
+/// Waits, polling, until `pid` sleeps in its target; an error after [`IDLE_DEADLINE`].
+fn wait_idle(pid: i32, probe: &mut Probe) -> Result<(), String> {
+    let deadline = Instant::now() + IDLE_DEADLINE;
+    loop {
+        if proc_state(pid) == Some('S') && in_futex(pid, probe) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "child {pid} did not block in its target within {IDLE_DEADLINE:?} \
+                 (state {:?})",
+                proc_state(pid)
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// A `Key:   N kB` field of a /proc file, in KiB, summed over all its lines.
+fn proc_kib(path: &str, keys: &[&str]) -> Result<f64, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut total = 0.0;
+    let mut found = false;
+    for line in text.lines() {
+        let Some((key, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if keys.contains(&key) {
+            let n: f64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("{path}: bad {key} line {line:?}"))?;
+            total += n;
+            found = true;
+        }
+    }
+    if found {
+        Ok(total)
+    } else {
+        Err(format!("{path}: no {keys:?}"))
+    }
+}
+
+fn bench_idle(cfg: &Config, method: StartMethod) -> Result<(Vec<Figure>, Probe), String> {
+    warm_up(method)?;
+    let mut probe = Probe::Syscall;
+    let mut rss = Vec::with_capacity(cfg.reps());
+    let mut uss = Vec::with_capacity(cfg.reps());
+    for _ in 0..cfg.reps() {
+        let mut p = Process::new(idle, ()).with_start_method(method);
+        p.start().map_err(|e| format!("start: {e}"))?;
+        let pid = p
+            .pid()
+            .map_err(|e| e.to_string())?
+            .ok_or("no pid after start")?;
+        let measured = wait_idle(pid, &mut probe).and_then(|()| {
+            Ok((
+                proc_kib(&format!("/proc/{pid}/status"), &["VmRSS"])?,
+                proc_kib(
+                    &format!("/proc/{pid}/smaps_rollup"),
+                    &["Private_Clean", "Private_Dirty"],
+                )?,
+            ))
+        });
+        p.kill().map_err(|e| format!("kill: {e}"))?;
+        p.join(None).map_err(|e| format!("join: {e}"))?;
+        let (r, u) = measured?;
+        rss.push(r);
+        uss.push(u);
+    }
+    let m = method.as_str();
+    Ok((
+        vec![
+            figure("idle_rss", "procvisor", m, "KiB", rss),
+            figure("idle_uss", "procvisor", m, "KiB", uss),
+        ],
+        probe,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// OS floor
+// ---------------------------------------------------------------------------------------
+
+fn reap(pid: nix::unistd::Pid) -> Result<(), String> {
+    match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(other) => Err(format!("floor child ended with {other:?}")),
+        Err(e) => Err(format!("waitpid: {e}")),
+    }
+}
+
+/// One raw fork whose child `_exit`s at once, and its `waitpid`.
+fn fork_waitpid_once() -> Result<(), String> {
+    // SAFETY: the child calls only `_exit`, which is async-signal-safe, so it is sound to
+    // fork this multi-threaded process: the child touches no lock another thread may hold.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: `_exit` ends the process without running any Rust or libc cleanup.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Parent { child }) => reap(child),
+        Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
+/// What `execve` needs, built before forking (the child must not allocate).
+struct ExecSelf {
+    path: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+}
+
+impl ExecSelf {
+    fn new() -> Result<Self, String> {
+        let cstr = |b: &[u8]| CString::new(b).map_err(|e| format!("exec argument: {e}"));
+        let path = cstr(b"/proc/self/exe")?;
+        let arg0 = cstr(b"bench")?;
+        let mut env: Vec<CString> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if k == EXIT_ENV {
+                continue;
+            }
+            let mut kv: OsString = k;
+            kv.push("=");
+            kv.push(v);
+            env.push(cstr(kv.as_bytes())?);
+        }
+        env.push(cstr(format!("{EXIT_ENV}=1").as_bytes())?);
+        let argv = vec![arg0.as_ptr(), std::ptr::null()];
+        let mut envp: Vec<*const c_char> = env.iter().map(|s| s.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let mut strings = env;
+        strings.push(arg0);
+        Ok(ExecSelf {
+            path,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+
+    /// One fork + exec of this program, which exits 0 in `main`, and its `waitpid`.
+    ///
+    /// We fork and exec by hand rather than with `std::process::Command`: `Command` may
+    /// use `posix_spawn` (a vfork-style clone), which is not the fork + exec the `spawn`
+    /// start method pays, and adds a pipe round trip of its own.
+    fn once(&self) -> Result<(), String> {
+        let path: &CStr = &self.path;
+        // SAFETY: the child calls only `execve` and `_exit`, both async-signal-safe, with
+        // pointers prepared before the fork; it allocates nothing and takes no lock.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // SAFETY: `argv` and `envp` are null-terminated arrays of pointers to live
+                // NUL-terminated strings owned by `self`; `_exit` runs only if exec failed.
+                unsafe {
+                    libc::execve(path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+                    libc::_exit(127)
+                }
+            }
+            Ok(ForkResult::Parent { child }) => reap(child),
+            Err(e) => Err(format!("fork: {e}")),
+        }
+    }
+}
+
+/// One floor operation: `fork_waitpid` or `fork_exec_self`.
+fn floor_op(bench: &str, exec: &ExecSelf) -> Result<(), String> {
+    if bench == "fork_waitpid" {
+        fork_waitpid_once()
+    } else {
+        exec.once()
+    }
+}
+
+/// One timed batch of a floor operation, in ms per op.
+fn floor_batch_ms(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<f64, String> {
+    let batch = cfg.floor_batch(bench);
+    let t0 = Instant::now();
+    for _ in 0..batch {
+        floor_op(bench, exec)?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e3 / batch as f64)
+}
+
+/// A floor on its own, when the filter names it but `start_join` does not run.
+fn floor(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<Figure, String> {
+    floor_op(bench, exec)?; // warm-up
+    let values = (0..cfg.reps())
+        .map(|_| floor_batch_ms(cfg, bench, exec))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(figure(bench, "os", "-", "ms", values))
+}
+
+// ---------------------------------------------------------------------------------------
+// CPython
+// ---------------------------------------------------------------------------------------
+
+fn python_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/python/process_bench.py")
+}
+
+/// Runs `process_bench.py BENCH METHOD REPS [--quick]` and groups its lines into figures.
+fn run_cpython(cfg: &Config, bench: &str, method: &str) -> Result<Vec<Figure>, String> {
+    let script = python_script();
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(bench)
+        .arg(method)
+        .arg(cfg.reps().to_string());
+    if cfg.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("python3 {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "python3 {} exited with {}: {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut figs: Vec<Figure> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let obj = json::parse_flat_object(line)
+            .ok_or_else(|| format!("unparsable line from process_bench.py: {line:?}"))?;
+        let field = |k: &str| json::get(&obj, k);
+        let (Some(name), Some(value), Some(unit)) = (
+            field("bench").and_then(json::Value::as_str),
+            field("value").and_then(json::Value::as_f64),
+            field("unit").and_then(json::Value::as_str),
+        ) else {
+            return Err(format!("incomplete line from process_bench.py: {line:?}"));
+        };
+        match figs.iter_mut().find(|f| f.bench == name) {
+            Some(f) => f.values.push(value),
+            None => figs.push(figure(name, "cpython", method, unit, vec![value])),
+        }
+    }
+    if figs.is_empty() {
+        return Err("process_bench.py printed nothing".to_owned());
+    }
+    Ok(figs)
+}
