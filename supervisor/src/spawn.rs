@@ -174,6 +174,22 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The spawner thread of this process.
 static SPAWNER: PerProcess<mpsc::Sender<Job>> = PerProcess::new();
 
+/// Runs `job` on a thread that lives as long as the process, and returns its result: the
+/// calling thread itself when it is the main thread (whose end is the process's end), the
+/// spawner thread otherwise.
+///
+/// Used by `spawn`, where skipping the hand-off saves two context switches (1.5 → 1.3 ms
+/// per start+join here). Not by `fork`: forking from the busy main thread measured slower
+/// (0.30 → 0.43 ms) than from the idle spawner thread, whose few touched pages leave
+/// little to copy on write.
+fn on_lasting_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
+    if nix::unistd::gettid() == nix::unistd::getpid() {
+        job()
+    } else {
+        on_spawner(job)
+    }
+}
+
 /// Runs `job` on the spawner thread and returns its result.
 fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
     let tx = SPAWNER.get_or_init(|| {

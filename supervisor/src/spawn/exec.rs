@@ -9,7 +9,7 @@ use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, Hello, Message, Start, encode_in
 use procvisor_worker::os as wos;
 use std::os::fd::AsFd;
 
-use super::{Launched, on_spawner, spawn_error};
+use super::{Launched, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
 use crate::error::{Error, Kind};
 
@@ -26,7 +26,7 @@ pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
         .map_err(|e| Error::new(Kind::Serialize(e)))?;
 
     let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
-    let (pid, pidfd) = on_spawner(move || {
+    let (pid, pidfd) = on_lasting_thread(move || {
         let mut cmd = command(child_end.as_raw_fd());
         crate::sys::inherit_fd(&mut cmd, child_end.as_raw_fd(), Some(nix::unistd::getpid()));
         let child = cmd.spawn().map_err(|e| spawn_error(io_errno(&e)))?;
