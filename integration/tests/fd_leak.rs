@@ -31,9 +31,11 @@ fn ten_thousand_cycles_leak_no_descriptor_and_no_memory() {
         }
     }
     // The Worker actors drop their copies of each child's descriptors as they stop, on the
-    // runtime thread: give them until a deadline to finish.
+    // runtime thread: give them until a deadline to finish. The count taken before may still
+    // include a warm-up child's descriptors whose actor had not stopped yet, so "no more
+    // than before" is the test: a leak over 10,000 cycles would show by thousands.
     assert!(
-        procvisor_integration::wait_until(Duration::from_secs(10), || open_fds() == fds_before),
+        procvisor_integration::wait_until(Duration::from_secs(10), || open_fds() <= fds_before),
         "descriptors: {} before, {} after",
         fds_before,
         open_fds()
