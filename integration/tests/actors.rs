@@ -47,6 +47,13 @@ fn worker_address_signals_and_reports_the_exit() {
         assert_eq!(status.exitcode(), -15);
         assert_eq!(p.exitcode().unwrap(), Some(-15));
 
+        // Asked again after the exit, the Worker still answers, at once.
+        assert_eq!(addr.send(WaitExit).await.unwrap().exitcode(), -15);
+        assert_eq!(
+            addr.send(Status).await.unwrap().exit.map(|s| s.exitcode()),
+            Some(-15)
+        );
+
         // The supervisor hears of the exit and forgets the child.
         let pid = st.info.pid;
         let mut gone = false;

@@ -137,8 +137,12 @@ impl Child {
             self.pump(&mut st);
             if let Some(status) = self.try_collect() {
                 st.exit = Some(status);
-                // The child is gone: whatever it wrote is in the socket by now.
+                // The child is gone: whatever it wrote is in the socket by now, so what the
+                // drain leaves unfinished is a torn frame — even when the drain ends on
+                // EAGAIN rather than EOF because another process (a sibling between fork and
+                // exec) briefly holds a copy of the child's end.
                 self.pump(&mut st);
+                Self::end_of_control(&mut st);
                 drop(st);
                 registry::forget(self);
                 return Some(status);
@@ -178,12 +182,7 @@ impl Child {
         loop {
             match (&self.control).read(&mut chunk) {
                 Ok(0) => {
-                    st.control_done = true;
-                    if st.report.is_none() {
-                        if let Err(e) = FrameDecoder::new().finish(&st.buf) {
-                            st.report = Some(Report::Protocol(e));
-                        }
-                    }
+                    Self::end_of_control(st);
                     break;
                 }
                 Ok(n) => st.buf.extend_from_slice(&chunk[..n]),
@@ -199,6 +198,19 @@ impl Child {
             }
         }
         self.decode(st);
+    }
+
+    /// Nothing more will come from the child: leftover bytes are a torn frame.
+    fn end_of_control(st: &mut State) {
+        if st.control_done {
+            return;
+        }
+        st.control_done = true;
+        if st.report.is_none() {
+            if let Err(e) = FrameDecoder::new().finish(&st.buf) {
+                st.report = Some(Report::Protocol(e));
+            }
+        }
     }
 
     /// Decodes whole frames; returns true when the child broke the protocol.

@@ -4,9 +4,10 @@
 //!
 //! # States
 //!
-//! `Running → Exited`. The actor stops once its child has exited and the Supervisor has
-//! been told; messages sent after that fail with a mailbox error, and
-//! [`Process::join_async`](crate::Process::join_async) falls back to the recorded status.
+//! `Running → Exited → Stopped`. At the exit the actor wakes every `WaitExit`, tells the
+//! Supervisor (which forgets the child), and keeps answering: a `WaitExit` or `Status` sent
+//! later is answered at once with the recorded status. It stops when the last address to
+//! it is dropped (the `Process` handle holds one), releasing the child's descriptors.
 //!
 //! ```no_run
 //! # #[allow(dead_code)]
@@ -26,8 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
-    ResponseFuture, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseFuture,
+    WrapFuture,
 };
 use tokio::sync::oneshot;
 
@@ -77,7 +78,7 @@ impl Worker {
         }
     }
 
-    fn finish(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
+    fn finish(&mut self, status: ExitStatus) {
         for w in self.waiters.drain(..) {
             let _ = w.send(status);
         }
@@ -85,7 +86,8 @@ impl Worker {
             id: self.id,
             status,
         });
-        ctx.stop();
+        // No `ctx.stop()`: late questions still get answers; actix stops the actor when its
+        // last address is dropped.
     }
 }
 
@@ -127,7 +129,7 @@ impl Actor for Worker {
         ctx.spawn(
             watch(self.child.clone())
                 .into_actor(self)
-                .map(|status, act, ctx| act.finish(status, ctx)),
+                .map(|status, act, _| act.finish(status)),
         );
     }
 }
@@ -150,7 +152,8 @@ impl Handler<WaitExit> for Worker {
         Box::pin(async move {
             match rx.await {
                 Ok(status) => status,
-                // The actor stopped without answering only once the child had ended.
+                // The sender goes only with the actor, which outlives the exit while
+                // anyone can ask; should it go anyway, the child can still be waited on.
                 Err(_) => child.wait(None).expect("waits until the end"),
             }
         })
