@@ -1,7 +1,7 @@
 //! Running a target and reporting what happened: the only module that catches unwinds.
 //!
-//! The child writes `Hello`, runs the target, writes exactly one `Result` or `Panic`
-//! frame, runs the exit hook (which terminates its daemon children and joins the others,
+//! The child runs the target, writes `Hello` and exactly one `Result` or `Panic` frame
+//! (in one write), runs the exit hook (which terminates its daemon children and joins the others,
 //! Python's rule), flushes its standard streams and leaves with `_exit`, so that nothing
 //! the parent registered with `atexit` runs twice in a forked copy.
 //!
@@ -126,17 +126,16 @@ where
     CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
     install_panic_hook();
     let mut control = UnixStream::from(control);
-    let mut out = Vec::with_capacity(64);
+    // The hello goes out with the report, in one write: the handshake order is kept, and the
+    // parent (and its Worker actor) wakes once per child instead of twice.
+    let mut out = Vec::with_capacity(128);
     encode_into(
         &Message::Hello(Hello::current()),
         &mut out,
         DEFAULT_MAX_FRAME_LEN,
     )
     .expect("a hello always fits in a frame");
-    // Sent before the target runs so the parent can tell "never booted" from "died while
-    // running"; a parent that has gone away is not our problem until we exit.
-    let _ = control.write_all(&out);
-    out.clear();
+    let hello_len = out.len();
 
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&start.args)));
     let (msg, code) = match outcome {
@@ -145,6 +144,7 @@ where
         Err(payload) => (Message::Panic(panic_report(payload)), 1),
     };
     if let Err(e) = encode_into(&msg, &mut out, DEFAULT_MAX_FRAME_LEN) {
+        out.truncate(hello_len);
         let remote = RemoteError {
             message: format!("the target's result could not be sent: {e}"),
             location: None,
