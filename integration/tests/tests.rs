@@ -12,5 +12,7 @@ mod identity;
 mod faults;
 // No zombies, no orphans: reaping without join, and SIGKILL of the parent.
 mod containment;
+// Pipe and Connection between processes, and wait().
+mod connection;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;

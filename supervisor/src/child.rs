@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use procvisor_protocol::{DecodeError, FrameDecoder, Message, RemoteError};
 use procvisor_worker::os as wos;
 
+use crate::connection::poll_fds;
 use crate::status::ExitStatus;
 
 /// How the parent learns that a child ended.
@@ -262,26 +262,17 @@ impl Child {
             if let Some(status) = self.progress() {
                 return Some(status);
             }
-            let wait = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    // Round up so a sub-millisecond remainder still sleeps.
-                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128);
-                    PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
-                }
-            };
-            let mut fds = vec![PollFd::new(self.sentinel(), PollFlags::POLLIN)];
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return None;
+            }
+            // The control socket is watched too: a result larger than the socket buffer
+            // must be drained for the child to finish writing it and exit.
+            let mut fds = vec![self.sentinel()];
             if self.control_open() {
-                fds.push(PollFd::new(self.control_fd(), PollFlags::POLLIN));
+                fds.push(self.control_fd());
             }
-            match poll(&mut fds, wait) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => panic!("poll on a child's own descriptors failed: {e}"),
-            }
+            poll_fds(&fds, left).expect("poll on a child's own descriptors does not fail");
         }
     }
 }

@@ -12,6 +12,9 @@
 //!   process's root [`Supervisor`](supervisor::Supervisor) actor, on a runtime thread of
 //!   procvisor's own: a plain `fn main` needs no actix System, and an actix application
 //!   gets actor addresses and `join_async`.
+//! - [`pipe`] makes two connected [`Connection`]s that send typed (serde) messages; either
+//!   end travels to a child inside its target's arguments. [`wait`] waits on connections,
+//!   processes and descriptors at once.
 //! - [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] as in
 //!   Python.
 //!
@@ -46,6 +49,7 @@
 #![deny(unsafe_code)]
 
 mod child;
+pub mod connection;
 mod error;
 mod per_process;
 pub mod process;
@@ -60,6 +64,7 @@ pub mod worker;
 #[path = "sys/unix.rs"]
 mod sys;
 
+pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,

@@ -45,7 +45,7 @@
 use std::any::type_name;
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ use nix::sys::signal::Signal;
 use procvisor_protocol::frame::decode_value;
 use procvisor_protocol::{EncodeError, Peer, RemoteError, Start, encode_value};
 use procvisor_worker::entry::{self, EntryFn};
-use procvisor_worker::identity;
+use procvisor_worker::{handles, identity};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -73,7 +73,8 @@ pub struct Process<R = ()> {
     daemon: bool,
     method: StartMethod,
     identity: Vec<u32>,
-    target: Option<(Target, Result<Vec<u8>, EncodeError>)>,
+    /// What the child will run; `None` once started.
+    target: Option<Pending>,
     child: Option<Arc<Child>>,
     worker: Option<Addr<Worker>>,
     closed: bool,
@@ -91,6 +92,14 @@ impl<R> fmt::Debug for Process<R> {
             .field("closed", &self.closed)
             .finish()
     }
+}
+
+/// A process not started yet: what it runs, its encoded arguments, and the descriptors of
+/// the handles in them (duplicates, sent with the start request and closed here after it).
+struct Pending {
+    target: Target,
+    args: Result<Vec<u8>, EncodeError>,
+    handles: Vec<OwnedFd>,
 }
 
 /// The entry point a child runs for `Process::new(f, args)`: decode the arguments, call
@@ -160,9 +169,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         // The child makes its own `F`; this one is not needed.
         drop(target);
         let entry: EntryFn = trampoline::<F, A, R>;
+        let (args, handles) = handles::collect(|| encode_value(&args));
         Self::with_target(
             Target::Entry(entry),
-            encode_value(&args),
+            args,
+            handles,
             spawn::get_start_method(),
         )
     }
@@ -192,12 +203,18 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 ))
             })
         });
-        Self::with_target(Target::Closure(body), Ok(Vec::new()), StartMethod::Fork)
+        Self::with_target(
+            Target::Closure(body),
+            Ok(Vec::new()),
+            Vec::new(),
+            StartMethod::Fork,
+        )
     }
 
     fn with_target(
         target: Target,
         args: Result<Vec<u8>, EncodeError>,
+        handles: Vec<OwnedFd>,
         method: StartMethod,
     ) -> Self {
         let (identity, name) = identity::next_child();
@@ -206,7 +223,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             daemon: false,
             method,
             identity,
-            target: Some((target, args)),
+            target: Some(Pending {
+                target,
+                args,
+                handles,
+            }),
             child: None,
             worker: None,
             closed: false,
@@ -331,7 +352,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         if identity::current().daemon {
             return Err(Error::new(Kind::DaemonicParent));
         }
-        let (target, args) = self.target.take().expect("checked above");
+        let Pending {
+            target,
+            args,
+            handles,
+        } = self.target.take().expect("checked above");
         let args = args.map_err(|e| Error::new(Kind::Serialize(e)))?;
         procvisor_worker::boot::ensure_linked();
         let entry = match &target {
@@ -347,7 +372,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             parent: identity::as_peer(),
             start_method: self.method.as_str().to_owned(),
         };
-        let launched = spawn::launch(self.method, start, target)?;
+        let launched = spawn::launch(self.method, start, target, handles)?;
         let child = Child::new(
             launched.pid,
             self.name.clone(),

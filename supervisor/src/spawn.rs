@@ -159,12 +159,21 @@ pub(crate) struct Launched {
     pub(crate) control: UnixStream,
 }
 
-pub(crate) fn launch(method: StartMethod, start: Start, target: Target) -> Result<Launched, Error> {
+/// Starts a child that runs `target`; `handles` are the descriptors of the handles in its
+/// arguments, which the child receives in this order.
+pub(crate) fn launch(
+    method: StartMethod,
+    start: Start,
+    target: Target,
+    handles: Vec<OwnedFd>,
+) -> Result<Launched, Error> {
     match (method, target) {
-        (StartMethod::ForkServer, Target::Entry(_)) => forkserver::launch(start),
-        (StartMethod::Spawn, Target::Entry(_)) => exec::launch(start),
-        (StartMethod::Fork, Target::Entry(entry)) => fork::launch(start, entry),
-        (StartMethod::Fork, Target::Closure(body)) => fork::launch(start, move |_: &[u8]| body()),
+        (StartMethod::ForkServer, Target::Entry(_)) => forkserver::launch(start, handles),
+        (StartMethod::Spawn, Target::Entry(_)) => exec::launch(start, handles),
+        (StartMethod::Fork, Target::Entry(entry)) => fork::launch(start, handles, entry),
+        (StartMethod::Fork, Target::Closure(body)) => {
+            fork::launch(start, handles, move |_: &[u8]| body())
+        }
         (_, Target::Closure(_)) => Err(Error::new(Kind::ClosureNeedsFork)),
     }
 }

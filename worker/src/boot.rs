@@ -25,11 +25,11 @@
 //! ```
 
 use std::ffi::OsString;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
-use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, Message, RemoteError, read_frame};
+use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, Message, RemoteError};
 
+use crate::os::FrameReader;
 use crate::{entry, forkserver, os, run};
 
 /// Environment variable naming the control socket of a `spawn` worker.
@@ -71,32 +71,30 @@ fn take_fd_var(name: &str) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A `spawn` worker: the start frame comes over the socket.
+/// A `spawn` worker: the start frame, and the handles in its arguments, come over the
+/// socket.
 fn spawned_worker(fd: OwnedFd) -> ! {
-    let mut sock = UnixStream::from(fd);
-    let start = match read_start(&mut sock) {
-        Ok(start) => start,
-        Err(message) => run::report_boot_failure(sock.into(), message),
-    };
-    let target = entry::resolve(start.entry);
-    run::run_child(&start, sock.into(), target)
-}
-
-fn read_start(sock: &mut UnixStream) -> Result<procvisor_protocol::Start, RemoteError> {
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_LEN);
     let fail = |what: String| RemoteError {
         message: format!("worker boot failed: {what}"),
         location: None,
         thread: None,
         backtrace: None,
     };
-    match read_frame(sock, DEFAULT_MAX_FRAME_LEN) {
-        Ok(Message::Hello(_)) => {}
-        Ok(other) => return Err(fail(format!("expected hello, got {other:?}"))),
-        Err(e) => return Err(fail(format!("reading hello: {e} ({e:?})"))),
-    }
-    match read_frame(sock, DEFAULT_MAX_FRAME_LEN) {
-        Ok(Message::Start(start)) => Ok(start),
-        Ok(other) => Err(fail(format!("expected start, got {other:?}"))),
-        Err(e) => Err(fail(format!("reading start: {e} ({e:?})"))),
+    let start = match reader.read(fd.as_fd()) {
+        Ok((Message::Hello(_), _)) => match reader.read(fd.as_fd()) {
+            Ok((Message::Start(start), handles)) => Ok((start, handles)),
+            Ok((other, _)) => Err(fail(format!("expected start, got {other:?}"))),
+            Err(e) => Err(fail(format!("reading start: {e} ({e:?})"))),
+        },
+        Ok((other, _)) => Err(fail(format!("expected hello, got {other:?}"))),
+        Err(e) => Err(fail(format!("reading hello: {e} ({e:?})"))),
+    };
+    match start {
+        Ok((start, handles)) => {
+            let target = entry::resolve(start.entry);
+            run::run_child(&start, fd, handles, target)
+        }
+        Err(err) => run::report_boot_failure(fd, err),
     }
 }

@@ -103,13 +103,16 @@ pub(crate) fn serve(sock: OwnedFd) -> ! {
 }
 
 fn spawn_one(stream: &mut UnixStream, children: &mut Vec<Child>, start: Start, fds: Vec<OwnedFd>) {
-    let Ok::<[OwnedFd; 2], _>([control, status]) = fds.try_into() else {
+    // The child's control socket, its status pipe, then the handles in its arguments.
+    let mut fds = fds.into_iter();
+    let (Some(control), Some(status)) = (fds.next(), fds.next()) else {
         let reply = Message::SpawnFailed {
             errno: Errno::EBADF as i32,
         };
         let _ = stream.write_all(&encode(&reply).expect("reply encodes"));
         return;
     };
+    let handles: Vec<OwnedFd> = fds.collect();
     let server_pid = std::process::id() as i32;
     match os::fork_single_threaded() {
         Ok(ForkResult::Child) => {
@@ -125,10 +128,11 @@ fn spawn_one(stream: &mut UnixStream, children: &mut Vec<Child>, start: Start, f
             os::default_signal(Signal::SIGINT);
             os::die_with_parent(server_pid);
             let target = entry::resolve(start.entry);
-            run::run_child(&start, control, target)
+            run::run_child(&start, control, handles, target)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(control);
+            drop(handles);
             let pid = child.as_raw();
             match os::pidfd_open(pid) {
                 Ok(pidfd) => {

@@ -19,6 +19,7 @@
 //! - [`identity`]: `current_process()` and `parent_process()` as Python numbers them.
 //! - the forkserver loop: a single-threaded process, a re-exec of the program, that forks
 //!   workers on request and reports their exit status.
+//! - [`handles`]: descriptors that travel inside a target's arguments.
 //! - [`os`]: the few system calls the parent side shares with us (pidfds, fd passing).
 //!
 //! ```no_run
@@ -31,6 +32,7 @@
 pub mod boot;
 pub mod entry;
 mod forkserver;
+pub mod handles;
 pub mod identity;
 pub mod os;
 pub mod run;

@@ -117,12 +117,14 @@ fn panic_report(payload: Box<dyn std::any::Any + Send>) -> RemoteError {
     }
 }
 
-/// Becomes the worker `start` describes, runs `body` on its arguments, reports and exits.
-pub fn run_child<F>(start: &Start, control: OwnedFd, body: F) -> !
+/// Becomes the worker `start` describes, makes `handles` available to the arguments'
+/// decoding, runs `body` on the arguments, reports and exits.
+pub fn run_child<F>(start: &Start, control: OwnedFd, handles: Vec<OwnedFd>, body: F) -> !
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError>,
 {
     identity::become_child(start);
+    crate::handles::install(handles);
     CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
     install_panic_hook();
     let mut control = UnixStream::from(control);

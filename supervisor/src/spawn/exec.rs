@@ -1,6 +1,6 @@
 //! The `spawn` start method: fork and exec of this program, which boots as a worker.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -13,16 +13,17 @@ use super::{Launched, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
 use crate::error::{Error, Kind};
 
-pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
+pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Error> {
     // Encode first: arguments too large for a frame fail before any process exists.
-    let mut frames = Vec::with_capacity(start.args.len() + 256);
+    let mut hello = Vec::with_capacity(64);
     encode_into(
         &Message::Hello(Hello::current()),
-        &mut frames,
+        &mut hello,
         DEFAULT_MAX_FRAME_LEN,
     )
     .expect("a hello always fits in a frame");
-    encode_into(&Message::Start(start), &mut frames, DEFAULT_MAX_FRAME_LEN)
+    let mut request = Vec::with_capacity(start.args.len() + 256);
+    encode_into(&Message::Start(start), &mut request, DEFAULT_MAX_FRAME_LEN)
         .map_err(|e| Error::new(Kind::Serialize(e)))?;
 
     let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
@@ -37,8 +38,11 @@ pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
         let pidfd = wos::pidfd_open(pid).map_err(spawn_error)?;
         Ok::<_, Error>((pid, pidfd))
     })?;
-    // A child that died before reading gets nothing: join() will tell how it ended.
-    let _ = wos::send_with_fds(parent_end.as_fd(), &frames, &[]);
+    // A child that died before reading gets nothing: join() will tell how it ended. The
+    // handles go with the start frame, which the child reads with them.
+    let fds: Vec<_> = handles.iter().map(|h| h.as_fd()).collect();
+    let _ = wos::send_with_fds(parent_end.as_fd(), &hello, &[])
+        .and_then(|()| wos::send_with_fds(parent_end.as_fd(), &request, &fds));
     Ok(Launched {
         pid,
         pidfd,

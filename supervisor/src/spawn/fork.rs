@@ -2,7 +2,7 @@
 //!
 //! See the hazard on [`StartMethod::Fork`](crate::StartMethod::Fork).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use nix::unistd::ForkResult;
@@ -13,7 +13,7 @@ use super::{Launched, forkserver, on_spawner, spawn_error};
 use crate::child::Sentinel;
 use crate::error::Error;
 
-pub(crate) fn launch<F>(start: Start, body: F) -> Result<Launched, Error>
+pub(crate) fn launch<F>(start: Start, handles: Vec<OwnedFd>, body: F) -> Result<Launched, Error>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + 'static,
 {
@@ -38,10 +38,11 @@ where
                 let _ = nix::unistd::close(parent_raw);
                 forkserver::close_inherited();
                 wos::die_with_parent(parent);
-                procvisor_worker::run::run_child(&start, child_end.into(), body)
+                procvisor_worker::run::run_child(&start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(child_end);
+                drop(handles);
                 let pidfd = wos::pidfd_open(child.as_raw()).map_err(spawn_error)?;
                 Ok((child.as_raw(), pidfd))
             }

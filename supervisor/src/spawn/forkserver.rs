@@ -58,7 +58,7 @@ enum Failure {
     Refused(Errno),
 }
 
-pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
+pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Error> {
     let mut request = Vec::with_capacity(start.args.len() + 256);
     encode_into(&Message::Spawn(start), &mut request, DEFAULT_MAX_FRAME_LEN)
         .map_err(|e| Error::new(Kind::Serialize(e)))?;
@@ -78,7 +78,9 @@ pub(crate) fn launch(start: Start) -> Result<Launched, Error> {
             *guard = Some(start_server()?);
         }
         let server = guard.as_mut().expect("just set");
-        match server.request(&request, &[child_end.as_fd(), status_w.as_fd()]) {
+        let mut fds = vec![child_end.as_fd(), status_w.as_fd()];
+        fds.extend(handles.iter().map(|h| h.as_fd()));
+        match server.request(&request, &fds) {
             Ok((pid, pidfd)) => {
                 return Ok(Launched {
                     pid,

@@ -1,0 +1,240 @@
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use procvisor::connection::{ConnectionError, Waitable, pipe, wait};
+use procvisor::{Connection, Process};
+
+use crate::lifecycle::METHODS;
+
+/// Python's `[42, None, 'hello']`, typed.
+type Item = (i64, Option<()>, String);
+
+fn send_item(mut conn: Connection) {
+    conn.send(&(42i64, None::<()>, "hello".to_owned())).unwrap();
+    conn.close();
+}
+
+#[test]
+fn a_child_sends_a_typed_value_through_a_pipe() {
+    for m in METHODS {
+        let (mut parent_end, child_end) = pipe(true).unwrap();
+        let mut p = Process::new(send_item, child_end).with_start_method(m);
+        p.start().unwrap();
+        let got: Item = parent_end.recv().unwrap();
+        assert_eq!(got, (42, None, "hello".to_owned()), "{m}");
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+        // The Process closed our copy of the child's end when it started: with the child
+        // gone, the stream ends.
+        assert!(
+            matches!(parent_end.recv::<Item>(), Err(ConnectionError::Eof)),
+            "{m}"
+        );
+    }
+}
+
+/// Echoes until the stream ends: squares numbers, returns bytes as they came.
+fn echo((mut nums, mut raw): (Connection, Connection)) -> u32 {
+    let mut served = 0;
+    loop {
+        match nums.recv::<u64>() {
+            Ok(n) => nums.send(&(n * n)).unwrap(),
+            Err(ConnectionError::Eof) => break,
+            Err(e) => panic!("{e}"),
+        }
+        served += 1;
+        let bytes = raw.recv_bytes().unwrap();
+        raw.send_bytes(&bytes).unwrap();
+    }
+    served
+}
+
+#[test]
+fn duplex_conversation_with_two_connections_in_the_arguments() {
+    for m in METHODS {
+        let (mut nums, child_nums) = pipe(true).unwrap();
+        let (mut raw, child_raw) = pipe(true).unwrap();
+        let mut p = Process::new(echo, (child_nums, child_raw)).with_start_method(m);
+        p.start().unwrap();
+        for n in [3u64, 1 << 20, 0] {
+            nums.send(&n).unwrap();
+            assert_eq!(nums.recv::<u64>().unwrap(), n * n, "{m}");
+            // A megabyte and an empty message both survive the round trip.
+            let payload: Vec<u8> = (0..(n as usize % (1 << 20) + 1)).map(|i| i as u8).collect();
+            raw.send_bytes(&payload).unwrap();
+            assert_eq!(raw.recv_bytes().unwrap(), payload);
+        }
+        nums.close();
+        p.join(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(p.result().unwrap(), 3, "{m}");
+    }
+}
+
+#[test]
+fn simplex_ends_refuse_the_wrong_direction() {
+    let (mut r, mut w) = pipe(false).unwrap();
+    assert!(matches!(r.send(&1), Err(ConnectionError::NotWritable)));
+    assert!(matches!(w.recv::<u8>(), Err(ConnectionError::NotReadable)));
+    assert!(matches!(w.poll(None), Err(ConnectionError::NotReadable)));
+    w.send(&9u8).unwrap();
+    assert_eq!(r.recv::<u8>().unwrap(), 9);
+}
+
+#[test]
+fn too_large_messages_fail_before_writing_and_the_connection_stays_usable() {
+    let (mut a, mut b) = pipe(true).unwrap();
+    a.set_max_message_len(1024);
+    let err = a.send_bytes(&vec![0; 2048]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectionError::TooLarge {
+                len: 2048,
+                max: 1024
+            }
+        ),
+        "{err}"
+    );
+    let err = a.send(&vec![0u32; 1024]).unwrap_err();
+    assert!(matches!(err, ConnectionError::TooLarge { .. }), "{err}");
+    // Nothing was written: the next message is the first the peer sees.
+    a.send(&"after").unwrap();
+    assert_eq!(b.recv::<String>().unwrap(), "after");
+}
+
+#[test]
+fn an_oversized_announcement_breaks_the_connection_without_allocating() {
+    let (raw, sock) = UnixStream::pair().unwrap();
+    let mut conn = Connection::from(sock);
+    conn.set_max_message_len(1 << 20);
+    (&raw)
+        .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+        .unwrap();
+    let err = conn.recv_bytes().unwrap_err();
+    assert!(matches!(err, ConnectionError::Broken(_)), "{err}");
+    // Broken for good, even though more bytes could follow.
+    (&raw).write_all(&[0, 0, 0, 1, 0xc0]).unwrap();
+    assert!(matches!(conn.recv::<()>(), Err(ConnectionError::Broken(_))));
+}
+
+#[test]
+fn a_torn_frame_is_a_typed_error_not_a_hang() {
+    let (raw, sock) = UnixStream::pair().unwrap();
+    let mut conn = Connection::from(sock);
+    (&raw).write_all(&[0, 0, 0, 10, 1, 2, 3]).unwrap();
+    drop(raw);
+    let err = conn.recv_bytes().unwrap_err();
+    assert!(matches!(err, ConnectionError::Broken(_)), "{err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_the_type_and_keeps_the_connection() {
+    let (mut a, mut b) = pipe(true).unwrap();
+    a.send(&"text").unwrap();
+    let err = b.recv::<u32>().unwrap_err();
+    match &err {
+        ConnectionError::Decode { expected, .. } => assert_eq!(*expected, "u32"),
+        other => panic!("{other:?}"),
+    }
+    a.send(&7u32).unwrap();
+    assert_eq!(b.recv::<u32>().unwrap(), 7);
+}
+
+#[test]
+fn recv_bytes_into_hands_back_a_message_that_does_not_fit() {
+    let (mut a, mut b) = pipe(true).unwrap();
+    a.send_bytes(b"0123456789").unwrap();
+    let mut small = [0u8; 4];
+    match b.recv_bytes_into(&mut small, 1) {
+        Err(ConnectionError::BufferTooShort { message }) => assert_eq!(message, b"0123456789"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sleep_then_send((ms, mut conn): (u64, Connection)) {
+    std::thread::sleep(Duration::from_millis(ms));
+    conn.send(&ms).unwrap();
+}
+
+fn sleeps(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn wait_returns_the_ready_objects_among_connections_and_processes() {
+    let (mut c1, child1) = pipe(true).unwrap();
+    let (c2, _keep2) = pipe(true).unwrap();
+    let mut sender = Process::new(sleep_then_send, (100u64, child1));
+    let mut sleeper = Process::new(sleeps, 400u64);
+    sender.start().unwrap();
+    sleeper.start().unwrap();
+
+    // Nothing is ready at first.
+    let objects: [&dyn Waitable; 3] = [&c1, &c2, &sleeper];
+    assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty());
+
+    // The first message arrives on c1 (index 0), around 100 ms.
+    let t = Instant::now();
+    assert_eq!(wait(&objects, Some(Duration::from_secs(20))).unwrap(), [0]);
+    assert_eq!(c1.recv::<u64>().unwrap(), 100);
+    assert!(t.elapsed() < Duration::from_secs(20));
+
+    // Then the sleeper's exit (index 2); c2 never becomes ready.
+    let objects: [&dyn Waitable; 2] = [&c2, &sleeper];
+    assert_eq!(wait(&objects, Some(Duration::from_secs(20))).unwrap(), [1]);
+    sleeper.join(None).unwrap();
+    assert_eq!(sleeper.exitcode().unwrap(), Some(0));
+    sender.join(None).unwrap();
+
+    // A timeout with nothing ready returns empty, after the timeout.
+    let t = Instant::now();
+    assert!(
+        wait(&[&c2 as &dyn Waitable], Some(Duration::from_millis(150)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() >= Duration::from_millis(150));
+}
+
+fn dies_holding_a_connection(_conn: Connection) {
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_peer_killed_mid_conversation_gives_eof_not_a_hang() {
+    for m in METHODS {
+        let (mut ours, theirs) = pipe(true).unwrap();
+        let mut p = Process::new(dies_holding_a_connection, theirs).with_start_method(m);
+        p.start().unwrap();
+        assert!(!ours.poll(Some(Duration::from_millis(50))).unwrap());
+        p.kill().unwrap();
+        p.join(None).unwrap();
+        drop(p);
+        assert!(
+            ours.poll(Some(Duration::from_secs(10))).unwrap(),
+            "{m}: EOF is readable"
+        );
+        assert!(
+            matches!(ours.recv::<u8>(), Err(ConnectionError::Eof)),
+            "{m}"
+        );
+        // Writing to a dead peer is an error, never a SIGPIPE.
+        let err = ours.send(&1u8).unwrap_err();
+        assert!(matches!(err, ConnectionError::Io(_)), "{m}: {err}");
+    }
+}
+
+#[test]
+fn a_connection_serializes_only_as_a_process_argument() {
+    let (a, _b) = pipe(true).unwrap();
+    let err = procvisor_protocol::encode_value(&a).unwrap_err();
+    assert!(
+        format!("{err:?}").contains("only be serialized as an argument of a process"),
+        "{err:?}"
+    );
+    let mut closed = a;
+    closed.close();
+    let mut p = Process::new(dies_holding_a_connection, closed);
+    assert!(p.start().unwrap_err().is_serialize());
+}
