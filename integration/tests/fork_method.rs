@@ -100,3 +100,32 @@ fn a_fork_child_does_not_inherit_its_parents_children() {
     sibling.kill().unwrap();
     sibling.join(None).unwrap();
 }
+
+fn count_until_eof(mut conn: procvisor::Connection) -> u32 {
+    let mut n = 0;
+    while conn.recv::<u32>().is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// A `fn` target under `fork` holds only its own descriptors: the parent's end of the pipe
+/// does not stay open in the child, so closing it gives the child its end of file. (With
+/// every descriptor inherited, the child would wait for ever.)
+#[test]
+fn a_fork_child_sees_eof_when_the_parent_closes_its_end() {
+    let _g = lock();
+    let (mut ours, theirs) = procvisor::pipe(true).unwrap();
+    let mut p = Process::new(count_until_eof, theirs).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    ours.send(&1u32).unwrap();
+    ours.send(&2u32).unwrap();
+    ours.close();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(
+        p.exitcode().unwrap(),
+        Some(0),
+        "the child never saw its end of file"
+    );
+    assert_eq!(p.result().unwrap(), 2);
+}

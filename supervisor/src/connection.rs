@@ -39,10 +39,12 @@
 //!   [`ConnectionError::Decode`], and the connection stays usable.
 //! - As in Python, two threads or processes must not read (or write) one end at once.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -53,6 +55,21 @@ use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, DecodeError, EncodeError, HEADER
 use procvisor_worker::handles;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The descriptors of every open `Connection` of this process, so that a `fork` child
+/// running a `fn` target can close the ones that are not its own (see `spawn::fork`).
+/// Held only to insert, remove, or copy out.
+static LIVE: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+fn live() -> MutexGuard<'static, BTreeSet<RawFd>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Holds the registry of open connections across a `fork`; the child reads which
+/// descriptors belong to connections it must not keep.
+pub(crate) fn live_for_fork() -> MutexGuard<'static, BTreeSet<RawFd>> {
+    live()
+}
 
 /// Bytes read from the socket at a time when no larger frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
@@ -207,6 +224,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), ConnectionError> {
 
 impl Connection {
     fn new(sock: UnixStream, readable: bool, writable: bool) -> Self {
+        live().insert(sock.as_raw_fd());
         Connection {
             sock: Some(sock),
             readable,
@@ -531,7 +549,9 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(&mut self) {
-        self.sock = None;
+        if let Some(sock) = self.sock.take() {
+            live().remove(&sock.as_raw_fd());
+        }
         self.rbuf = Vec::new();
         self.rpos = 0;
         self.rend = 0;
@@ -568,6 +588,12 @@ impl From<UnixStream> for Connection {
     /// ```
     fn from(sock: UnixStream) -> Self {
         Connection::new(sock, true, true)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

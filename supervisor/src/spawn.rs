@@ -170,9 +170,9 @@ pub(crate) fn launch(
     match (method, target) {
         (StartMethod::ForkServer, Target::Entry(_)) => forkserver::launch(start, handles),
         (StartMethod::Spawn, Target::Entry(_)) => exec::launch(start, handles),
-        (StartMethod::Fork, Target::Entry(entry)) => fork::launch(start, handles, entry),
+        (StartMethod::Fork, Target::Entry(entry)) => fork::launch(start, handles, true, entry),
         (StartMethod::Fork, Target::Closure(body)) => {
-            fork::launch(start, handles, move |_: &[u8]| body())
+            fork::launch(start, handles, false, move |_: &[u8]| body())
         }
         (_, Target::Closure(_)) => Err(Error::new(Kind::ClosureNeedsFork)),
     }

@@ -13,7 +13,19 @@ use super::{Launched, forkserver, on_spawner, spawn_error};
 use crate::child::Sentinel;
 use crate::error::Error;
 
-pub(crate) fn launch<F>(start: Start, handles: Vec<OwnedFd>, body: F) -> Result<Launched, Error>
+/// Forks a child that runs `body`. With `isolate`, the child closes the connections it
+/// inherited but was not given (for `fn` targets, which can only reach their arguments), so
+/// that a pipe end the parent keeps is not held open by the child too; without it, it keeps
+/// everything (for closures, which may have captured connections).
+///
+/// Only connections are closed, not every descriptor: libraries keep descriptors in
+/// process-wide state (tokio's signal driver, for one) that a child still needs.
+pub(crate) fn launch<F>(
+    start: Start,
+    handles: Vec<OwnedFd>,
+    isolate: bool,
+    body: F,
+) -> Result<Launched, Error>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + 'static,
 {
@@ -26,17 +38,33 @@ where
         // so that no thread of ours holds one at that instant and the child starts with all
         // of them free (it drops the copies it inherits, held by its only thread). Locks of
         // other code remain the documented hazard of this start method.
+        let live = crate::connection::live_for_fork();
         let guards = (
             crate::child::registry::lock_for_fork(),
             forkserver::lock_for_fork(),
             procvisor_worker::identity::lock_for_fork(),
         );
         let forked = crate::sys::fork_for_fork_method();
+        let inherited: Vec<i32> = match forked {
+            Ok(ForkResult::Child) if isolate => live.iter().copied().collect(),
+            _ => Vec::new(),
+        };
+        drop(live);
         drop(guards);
         match forked {
             Ok(ForkResult::Child) => {
                 let _ = nix::unistd::close(parent_raw);
                 forkserver::close_inherited();
+                let keep: Vec<i32> = handles.iter().map(|h| h.as_raw_fd()).collect();
+                for fd in inherited.into_iter().filter(|fd| !keep.contains(fd)) {
+                    // The `Connection` owning this number lives on in our copy of the
+                    // parent's memory, owned by threads that do not exist here: nothing
+                    // runs its destructor (the child leaves with `_exit`), so nothing closes
+                    // the number a second time.
+                    let _ = nix::unistd::close(fd);
+                }
+                // Our connections are the ones our arguments will make.
+                crate::connection::live_for_fork().clear();
                 wos::die_with_parent(parent);
                 procvisor_worker::run::run_child(&start, child_end.into(), handles, body)
             }
