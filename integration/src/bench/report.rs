@@ -3,13 +3,14 @@
 /// All measured repetitions of one (bench, impl, method).
 #[derive(Debug, Clone)]
 pub(crate) struct Figure {
-    /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`.
+    /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
+    /// the `connection_*` benches and their `socketpair_*` floors.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
     /// `forkserver`, `spawn`, `fork`, or `-` for the OS floor.
     pub(crate) method: String,
-    /// `ms` or `KiB`.
+    /// `ms`, `KiB`, `us` (lower is better), or `msgs/s`, `GB/s` (higher is better).
     pub(crate) unit: String,
     /// One value per repetition.
     pub(crate) values: Vec<f64>,
@@ -75,8 +76,28 @@ pub(crate) fn print_json(figs: &[Figure]) {
     }
 }
 
+/// Whether a larger value of `unit` is the better one (a throughput).
+fn higher_is_better(unit: &str) -> bool {
+    matches!(unit, "msgs/s" | "GB/s")
+}
+
+/// `v` rounded to an integer, with a comma every three digits.
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
+}
+
 fn fmt_value(v: f64, unit: &str) -> String {
-    if unit == "KiB" {
+    if unit == "msgs/s" {
+        thousands(v)
+    } else if unit == "KiB" {
         format!("{v:.0}")
     } else if v < 10.0 {
         format!("{v:.3}")
@@ -92,12 +113,23 @@ fn floor_of(bench: &str, method: &str) -> Option<&'static str> {
     match (bench, method) {
         ("start_join", "forkserver" | "fork") => Some("fork_waitpid"),
         ("start_join", "spawn") => Some("fork_exec_self"),
+        ("connection_rtt_small", _) => Some("socketpair_rtt"),
+        ("connection_oneway_small", _) => Some("socketpair_write_small"),
+        ("connection_oneway_1mib", _) => Some("socketpair_write_1mib"),
         _ => None,
     }
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 4] = ["start_join", "start_100", "idle_rss", "idle_uss"];
+pub(crate) const TABLE_BENCHES: [&str; 7] = [
+    "start_join",
+    "start_100",
+    "idle_rss",
+    "idle_uss",
+    "connection_rtt_small",
+    "connection_oneway_small",
+    "connection_oneway_1mib",
+];
 /// The start methods, in table order.
 pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];
 
@@ -144,9 +176,16 @@ pub(crate) fn table(figs: &[Figure]) -> String {
                 Some((name, s)) => format!("{} {unit} ({name})", fmt_value(s.median, unit)),
                 None => "-".to_owned(),
             };
+            // Ratios: "N× faster" is how many times procvisor's figure is the better one
+            // (cpython/procvisor for a time or a size, procvisor/cpython for a
+            // throughput); procvisor/floor is the plain ratio of the medians either way.
             let vs_cp = match (pvs, cps) {
                 (Some(p), Some(c)) if p.median > 0.0 && c.median > 0.0 => {
-                    let r = c.median / p.median;
+                    let r = if higher_is_better(unit) {
+                        p.median / c.median
+                    } else {
+                        c.median / p.median
+                    };
                     let (better, worse) = if unit == "KiB" {
                         ("smaller", "larger")
                     } else {
@@ -161,6 +200,10 @@ pub(crate) fn table(figs: &[Figure]) -> String {
                 _ => "-".to_owned(),
             };
             let vs_floor = match (pvs, floor) {
+                // The connection rows are read against targets such as 1.3× and 0.8×.
+                (Some(p), Some((_, f))) if f.median > 0.0 && bench.starts_with("connection_") => {
+                    format!("{:.2}×", p.median / f.median)
+                }
                 (Some(p), Some((_, f))) if f.median > 0.0 => {
                     format!("{:.1}×", p.median / f.median)
                 }
@@ -210,10 +253,15 @@ pub(crate) fn floors(figs: &[Figure]) -> String {
     for f in figs.iter().filter(|f| f.imp == "os") {
         if let Some(s) = f.stats() {
             out.push_str(&format!(
-                "  {:<15} {} {} per op [{}–{}], {} reps\n",
+                "  {:<22} {} {}{} [{}–{}], {} reps\n",
                 f.bench,
                 fmt_value(s.median, &f.unit),
                 f.unit,
+                match f.unit.as_str() {
+                    "ms" => " per op",
+                    "us" => " per round trip",
+                    _ => "",
+                },
                 fmt_value(s.min, &f.unit),
                 fmt_value(s.max, &f.unit),
                 f.values.len()

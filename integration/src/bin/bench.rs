@@ -13,7 +13,12 @@
 //! - OS floor (impl `os`, method `-`): `fork_waitpid` (raw fork, the child `_exit`s at
 //!   once) and `fork_exec_self` (fork + exec of this program, which exits first thing in
 //!   `main` when `PROCVISOR_BENCH_EXIT` is set); ms per op.
-//! - CPython: `integration/bench/python/process_bench.py`, run with `python3`.
+//! - `connection_rtt_small`, `connection_oneway_small`, `connection_oneway_1mib`:
+//!   `procvisor::connection` between this process and a `forkserver` child, with raw
+//!   socketpair floors (`socketpair_rtt`, `socketpair_write_small`,
+//!   `socketpair_write_1mib`); see `integration/src/bench/connection.rs`.
+//! - CPython: `integration/bench/python/process_bench.py` and `connection_bench.py`, run
+//!   with `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -34,6 +39,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use procvisor::{Process, StartMethod};
 
+#[path = "../bench/connection.rs"]
+mod connection;
 #[path = "../bench/json.rs"]
 mod json;
 #[path = "../bench/report.rs"]
@@ -108,8 +115,10 @@ fn usage() -> &'static str {
     "usage: bench [--quick] [--json] [FILTER]\n\
      \x20 --quick  fewer repetitions and smaller batches (under 2 minutes)\n\
      \x20 --json   one JSON object per figure and line instead of the table\n\
-     \x20 FILTER   run only the benches whose name contains it \
-     (start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self)"
+     \x20 FILTER   run only the benches whose name contains it:\n\
+     \x20          start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self,\n\
+     \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
+     \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -227,10 +236,33 @@ fn main() -> ExitCode {
 
             if python.is_some() {
                 progress(&format!("cpython {bench} {m}"));
-                let r = run_cpython(&cfg, bench, m);
+                let r = run_cpython(&cfg, PROCESS_SCRIPT, bench, m, &[]);
                 record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
             }
         }
+    }
+    let mut ran_connection = false;
+    for (bench, floor_name) in connection::BENCHES {
+        if cfg.wants(bench) {
+            ran_connection = true;
+            let m = connection::METHOD.as_str();
+            progress(&format!("procvisor {bench} {m} (and os {floor_name})"));
+            let r = connection::bench(&cfg, bench);
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let args = connection::cpython_args(bench);
+                let r = run_cpython(&cfg, CONNECTION_SCRIPT, bench, m, &args);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+        } else if cfg.wants(floor_name) {
+            progress(&format!("os {floor_name}"));
+            let r = connection::floor_only(&cfg, bench).map(|f| vec![f]);
+            record(&mut figs, r, floor_name, &mut notes);
+        }
+    }
+    if ran_connection {
+        notes.push(connection::note(&cfg));
     }
     // `idle_rss` measures both; keep only what the filter asked for.
     figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
@@ -690,13 +722,27 @@ fn floor(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<Figure, String> {
 // CPython
 // ---------------------------------------------------------------------------------------
 
-fn python_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/python/process_bench.py")
+/// The CPython script of the process benches.
+const PROCESS_SCRIPT: &str = "process_bench.py";
+/// The CPython script of the connection benches.
+const CONNECTION_SCRIPT: &str = "connection_bench.py";
+
+fn python_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/python")
+        .join(name)
 }
 
-/// Runs `process_bench.py BENCH METHOD REPS [--quick]` and groups its lines into figures.
-fn run_cpython(cfg: &Config, bench: &str, method: &str) -> Result<Vec<Figure>, String> {
-    let script = python_script();
+/// Runs `SCRIPT BENCH METHOD REPS [--quick] [EXTRA...]` (a script of `bench/python`) and
+/// groups its lines into figures.
+fn run_cpython(
+    cfg: &Config,
+    script_name: &str,
+    bench: &str,
+    method: &str,
+    extra: &[String],
+) -> Result<Vec<Figure>, String> {
+    let script = python_script(script_name);
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .arg(bench)
@@ -705,6 +751,7 @@ fn run_cpython(cfg: &Config, bench: &str, method: &str) -> Result<Vec<Figure>, S
     if cfg.quick {
         cmd.arg("--quick");
     }
+    cmd.args(extra);
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -724,14 +771,14 @@ fn run_cpython(cfg: &Config, bench: &str, method: &str) -> Result<Vec<Figure>, S
             continue;
         }
         let obj = json::parse_flat_object(line)
-            .ok_or_else(|| format!("unparsable line from process_bench.py: {line:?}"))?;
+            .ok_or_else(|| format!("unparsable line from {script_name}: {line:?}"))?;
         let field = |k: &str| json::get(&obj, k);
         let (Some(name), Some(value), Some(unit)) = (
             field("bench").and_then(json::Value::as_str),
             field("value").and_then(json::Value::as_f64),
             field("unit").and_then(json::Value::as_str),
         ) else {
-            return Err(format!("incomplete line from process_bench.py: {line:?}"));
+            return Err(format!("incomplete line from {script_name}: {line:?}"));
         };
         match figs.iter_mut().find(|f| f.bench == name) {
             Some(f) => f.values.push(value),
@@ -739,7 +786,7 @@ fn run_cpython(cfg: &Config, bench: &str, method: &str) -> Result<Vec<Figure>, S
         }
     }
     if figs.is_empty() {
-        return Err("process_bench.py printed nothing".to_owned());
+        return Err(format!("{script_name} printed nothing"));
     }
     Ok(figs)
 }
