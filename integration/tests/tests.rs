@@ -14,5 +14,7 @@ mod faults;
 mod containment;
 // Pipe and Connection between processes, and wait().
 mod connection;
+// Queue, SimpleQueue, JoinableQueue across processes, and kills under load.
+mod queues;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;

@@ -53,6 +53,7 @@ pub mod connection;
 mod error;
 mod per_process;
 pub mod process;
+pub mod queues;
 mod runtime;
 pub mod spawn;
 mod status;
@@ -71,6 +72,7 @@ pub use process::{
 };
 pub use procvisor_protocol::{Peer, RemoteError};
 pub use procvisor_worker::identity::Identity;
+pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use spawn::{StartMethod, get_start_method, set_start_method};
 pub use status::ExitStatus;
 pub use supervisor::{ChildInfo, ListChildren, Supervisor, supervisor};

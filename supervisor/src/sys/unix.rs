@@ -84,3 +84,6 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
         libc::atexit(f);
     }
 }
+
+#[path = "shm.rs"]
+pub(crate) mod shm;

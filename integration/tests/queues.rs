@@ -1,0 +1,364 @@
+//! (module of the `tests` binary)
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use procvisor::connection::{ConnectionError, Waitable, pipe, wait};
+use procvisor::queues::{GetError, PutError};
+use procvisor::{Connection, JoinableQueue, Process, Queue};
+use procvisor_integration::wait_until;
+
+use crate::lifecycle::METHODS;
+
+fn put_three((q, id): (Queue<(u32, String)>, u32)) {
+    q.put((id, format!("from {id}"))).unwrap();
+}
+
+#[test]
+fn three_processes_put_and_main_gets_three() {
+    for m in METHODS {
+        let q = Queue::new(0).unwrap();
+        let mut ps: Vec<Process> = (0..3)
+            .map(|i| Process::new(put_three, (q.clone(), i)).with_start_method(m))
+            .collect();
+        for p in &mut ps {
+            p.start().unwrap();
+        }
+        let mut got: Vec<u32> = (0..3).map(|_| q.get().unwrap().0).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2], "{m}");
+        for p in &ps {
+            p.join(None).unwrap();
+            assert_eq!(p.exitcode().unwrap(), Some(0));
+        }
+        assert!(q.empty());
+    }
+}
+
+fn put_many((q, n): (Queue<u64>, u64)) {
+    for i in 0..n {
+        q.put(i).unwrap();
+    }
+}
+
+#[test]
+fn a_producer_joined_before_the_queue_is_drained_does_not_deadlock() {
+    // CPython deadlocks here: its child cannot exit until its feeder thread has flushed
+    // every item into a pipe nobody reads.
+    for m in METHODS {
+        let q = Queue::new(0).unwrap();
+        let mut p = Process::new(put_many, (q.clone(), 20_000)).with_start_method(m);
+        p.start().unwrap();
+        p.join(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{m}: the producer exited");
+        // Everything the child put is there, in order, and empty() knew it at once.
+        assert!(!q.empty());
+        assert_eq!(q.qsize(), 20_000);
+        for i in 0..20_000 {
+            assert_eq!(q.get_nowait().unwrap(), i);
+        }
+        assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
+    }
+}
+
+#[test]
+fn timeouts_full_and_empty_hand_back_what_they_must() {
+    let q = Queue::new(2).unwrap();
+    q.put_nowait(1u8).unwrap();
+    q.put(2).unwrap();
+    assert!(q.full());
+    let t = Instant::now();
+    match q.put_timeout(3, Duration::from_millis(150)) {
+        Err(PutError::Full(item)) => assert_eq!(item, 3),
+        other => panic!("{other:?}"),
+    }
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(q.get().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 2);
+    let t = Instant::now();
+    assert!(matches!(
+        q.get_timeout(Duration::from_millis(150)),
+        Err(GetError::Empty)
+    ));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+fn slow_consumer((q, n): (Queue<u32>, u32)) -> Vec<u32> {
+    (0..n)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            q.get().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_queue_blocks_the_producer_until_a_consumer_makes_room() {
+    for m in METHODS {
+        let q = Queue::new(1).unwrap();
+        let mut c = Process::new(slow_consumer, (q.clone(), 50)).with_start_method(m);
+        c.start().unwrap();
+        for i in 0..50 {
+            q.put(i).unwrap();
+        }
+        c.join(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(c.result().unwrap(), (0..50).collect::<Vec<_>>(), "{m}");
+    }
+}
+
+fn joinable_worker(q: JoinableQueue<Option<u32>>) -> u32 {
+    let mut done = 0;
+    while let Some(n) = q.get().unwrap() {
+        std::thread::sleep(Duration::from_millis(n as u64 % 3));
+        q.task_done().unwrap();
+        done += 1;
+    }
+    q.task_done().unwrap();
+    done
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task_done() {
+    let q = JoinableQueue::new(0).unwrap();
+    let mut workers: Vec<Process<u32>> = (0..3)
+        .map(|_| Process::new(joinable_worker, q.clone()))
+        .collect();
+    for w in &mut workers {
+        w.start().unwrap();
+    }
+    for n in 0..60 {
+        q.put(Some(n)).unwrap();
+    }
+    q.join().unwrap();
+    // join() returned: every item was taken and marked done.
+    assert!(q.empty());
+    for _ in 0..3 {
+        q.put(None).unwrap();
+    }
+    q.join().unwrap();
+    let total: u32 = workers
+        .iter()
+        .map(|w| {
+            w.join(Some(Duration::from_secs(30))).unwrap();
+            w.result().unwrap()
+        })
+        .sum();
+    assert_eq!(total, 60);
+    assert!(q.task_done().is_err(), "more task_done calls than items");
+}
+
+fn die_holding_the_lock((q, mut ready): (Queue<u8>, Connection)) {
+    q.__hold_lock_forever(|| ready.send(&()).unwrap());
+}
+
+#[test]
+fn a_process_killed_holding_the_lock_does_not_wedge_the_queue() {
+    // CPython's queue stays locked for ever here.
+    for m in METHODS {
+        let q = Queue::new(0).unwrap();
+        q.put(1u8).unwrap();
+        let (mut ready, child_ready) = pipe(true).unwrap();
+        let mut p =
+            Process::new(die_holding_the_lock, (q.clone(), child_ready)).with_start_method(m);
+        p.start().unwrap();
+        ready.recv::<()>().unwrap(); // the child holds the lock now
+        // A timeout holds even while the holder lives on, stuck.
+        let t = Instant::now();
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(100)),
+            Err(GetError::Empty)
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(100) && t.elapsed() < Duration::from_secs(5));
+        p.kill().unwrap();
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(-9));
+        // The next locker finds the owner dead, recovers, and the queue works.
+        assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 1, "{m}");
+        q.put(2).unwrap();
+        assert_eq!(q.get().unwrap(), 2);
+    }
+}
+
+/// Puts `(id, i)` for i in 0..n, reporting each put that returned.
+fn producer((q, id, n, mut report): (Queue<(u32, u32)>, u32, u32, Connection)) {
+    for i in 0..n {
+        q.put((id, i)).unwrap();
+        report.send(&i).unwrap();
+    }
+}
+
+/// Gets until a `(u32::MAX, _)` stop item, reporting each item received.
+fn consumer((q, mut report): (Queue<(u32, u32)>, Connection)) {
+    loop {
+        let item = q.get().unwrap();
+        if item.0 == u32::MAX {
+            return;
+        }
+        report.send(&item).unwrap();
+    }
+}
+
+#[test]
+fn producers_and_consumers_killed_under_load_lose_and_duplicate_nothing() {
+    const PRODUCERS: u32 = 3;
+    const CONSUMERS: usize = 3;
+    const ITEMS: u32 = 4_000;
+    let q: Queue<(u32, u32)> = Queue::new(64).unwrap();
+    let mut producers = Vec::new();
+    let mut put_reports = Vec::new();
+    for id in 0..PRODUCERS {
+        let (ours, theirs) = pipe(true).unwrap();
+        let mut p = Process::new(producer, (q.clone(), id, ITEMS, theirs));
+        p.start().unwrap();
+        producers.push(p);
+        put_reports.push(ours);
+    }
+    let mut consumers = Vec::new();
+    let mut got_reports = Vec::new();
+    for _ in 0..CONSUMERS {
+        let (ours, theirs) = pipe(true).unwrap();
+        let mut c = Process::new(consumer, (q.clone(), theirs));
+        c.start().unwrap();
+        consumers.push(c);
+        got_reports.push(ours);
+    }
+
+    let mut put: HashMap<u32, u32> = HashMap::new(); // producer → puts reported
+    let mut received: HashMap<(u32, u32), u32> = HashMap::new(); // item → times received
+    let drain = |put_reports: &mut Vec<Connection>,
+                 got_reports: &mut Vec<Connection>,
+                 put: &mut HashMap<u32, u32>,
+                 received: &mut HashMap<(u32, u32), u32>,
+                 timeout: Duration| {
+        let objects: Vec<&dyn Waitable> = put_reports
+            .iter()
+            .chain(got_reports.iter())
+            .map(|c| c as &dyn Waitable)
+            .collect();
+        let ready = wait(&objects, Some(timeout)).unwrap();
+        for i in ready {
+            if i < put_reports.len() {
+                while put_reports[i].poll(Some(Duration::ZERO)).unwrap() {
+                    match put_reports[i].recv::<u32>() {
+                        Ok(_) => *put.entry(i as u32).or_default() += 1,
+                        Err(ConnectionError::Eof) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            } else {
+                let c = &mut got_reports[i - put_reports.len()];
+                while c.poll(Some(Duration::ZERO)).unwrap() {
+                    match c.recv::<(u32, u32)>() {
+                        Ok(item) => *received.entry(item).or_default() += 1,
+                        Err(ConnectionError::Eof) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    };
+
+    // Let the traffic build, then kill one producer and one consumer mid-flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.len() < 1_500 && Instant::now() < deadline {
+        drain(
+            &mut put_reports,
+            &mut got_reports,
+            &mut put,
+            &mut received,
+            Duration::from_millis(50),
+        );
+    }
+    let victim_p = (std::process::id() % PRODUCERS) as usize;
+    let victim_c = (std::process::id() as usize / 7) % CONSUMERS;
+    producers[victim_p].kill().unwrap();
+    consumers[victim_c].kill().unwrap();
+
+    // The survivors go on: every surviving producer finishes.
+    for (i, p) in producers.iter().enumerate() {
+        while p.is_alive().unwrap() {
+            drain(
+                &mut put_reports,
+                &mut got_reports,
+                &mut put,
+                &mut received,
+                Duration::from_millis(50),
+            );
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(30),
+                "producer {i} is stuck"
+            );
+        }
+        let want = if i == victim_p { -9 } else { 0 };
+        assert_eq!(p.exitcode().unwrap(), Some(want), "producer {i}");
+    }
+    // Stop the surviving consumers, then collect every report.
+    for _ in 0..CONSUMERS - 1 {
+        q.put((u32::MAX, 0)).unwrap();
+    }
+    for (i, c) in consumers.iter().enumerate() {
+        while c.is_alive().unwrap() {
+            drain(
+                &mut put_reports,
+                &mut got_reports,
+                &mut put,
+                &mut received,
+                Duration::from_millis(50),
+            );
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(60),
+                "consumer {i} is stuck"
+            );
+        }
+        let want = if i == victim_c { -9 } else { 0 };
+        assert_eq!(c.exitcode().unwrap(), Some(want), "consumer {i}");
+    }
+    assert!(wait_until(Duration::from_secs(5), || {
+        drain(
+            &mut put_reports,
+            &mut got_reports,
+            &mut put,
+            &mut received,
+            Duration::ZERO,
+        );
+        put_reports
+            .iter_mut()
+            .chain(got_reports.iter_mut())
+            .all(|c| {
+                matches!(c.poll(Some(Duration::ZERO)), Ok(false))
+                    || matches!(c.recv::<()>(), Err(ConnectionError::Eof))
+            })
+    }));
+    // What is left in the queue is received by us.
+    while let Ok(item) = q.get_nowait() {
+        *received.entry(item).or_default() += 1;
+    }
+
+    // No item is duplicated.
+    let dups: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated: {dups:?}");
+    // Every put that returned (and was reported) was received, except at most the one item
+    // the killed consumer had taken and not yet reported.
+    let mut missing = Vec::new();
+    for (&id, &n) in &put {
+        for i in 0..n {
+            if !received.contains_key(&(id, i)) {
+                missing.push((id, i));
+            }
+        }
+    }
+    assert!(missing.len() <= 1, "lost: {missing:?}");
+    // Surviving producers put everything.
+    for id in 0..PRODUCERS {
+        if id as usize != victim_p {
+            assert_eq!(put.get(&id).copied(), Some(ITEMS), "producer {id}");
+        }
+    }
+}

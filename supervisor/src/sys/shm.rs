@@ -1,0 +1,334 @@
+//! Process-shared memory: memfd-backed regions, robust process-shared mutexes living in
+//! them, and futex waits on words in them. Every `unsafe` of the shared-state code is here.
+//!
+//! A region is shared by mapping the same memfd in several processes (the descriptor travels
+//! as a handle in a target's arguments). The kernel frees the memory when the last mapping
+//! and descriptor are gone: nothing to unlink, nothing to leak.
+
+use std::cell::UnsafeCell;
+use std::ffi::CStr;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::memfd::{MemFdCreateFlag, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+/// A mapping of a memfd, shared with every process that maps the same descriptor.
+#[derive(Debug)]
+pub(crate) struct Region {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is plain shared memory; every access goes through atomics, the robust
+// mutex, or `copy_in`/`copy_out`, which require the mutex's guard. Sharing the mapping
+// between threads is no different from sharing it between processes.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Creates a zero-filled region of `len` bytes.
+    pub(crate) fn create(name: &CStr, len: usize) -> nix::Result<Region> {
+        let fd = memfd_create(name, MemFdCreateFlag::MFD_CLOEXEC)?;
+        nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+        Region::map(fd, len)
+    }
+
+    /// Maps a region received from another process; its length is the memfd's size.
+    pub(crate) fn open(fd: OwnedFd) -> nix::Result<Region> {
+        let len = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?.st_size as usize;
+        Region::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> nix::Result<Region> {
+        let nz = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+        // SAFETY: a fresh shared mapping of a memfd we own, at an address the kernel picks;
+        // no existing memory is affected.
+        let ptr = unsafe {
+            mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(Region {
+            fd,
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The memfd, to send to another process.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The region's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The header at the start of the region.
+    ///
+    /// # Panics
+    ///
+    /// When `H` does not fit in the region.
+    pub(crate) fn header<H: SharedHeader>(&self) -> &H {
+        assert!(size_of::<H>() <= self.len, "header larger than its region");
+        // SAFETY: the mapping is page-aligned (so aligned for any `H`), at least
+        // `size_of::<H>()` long (checked), zero-filled at creation (a valid `H`, per the
+        // `SharedHeader` contract) and lives as long as `self`. `H` is made only of atomics
+        // and `RobustMutex`, so shared references from several processes are sound.
+        unsafe { &*self.ptr.as_ptr().cast::<H>() }
+    }
+
+    /// Copies `src` into the region at `offset`. The guard proves the caller holds the
+    /// region's mutex, which serializes every plain (non-atomic) access to the data area.
+    ///
+    /// # Panics
+    ///
+    /// When the range is outside the region.
+    pub(crate) fn copy_in(&self, _locked: &Locked<'_>, offset: usize, src: &[u8]) {
+        let end = offset.checked_add(src.len()).expect("no overflow");
+        assert!(end <= self.len, "copy outside the region");
+        // SAFETY: the range is inside the mapping (checked); the mutex is held (the guard),
+        // so no other thread or process reads or writes the data area meanwhile; `src` is
+        // ordinary memory of ours, not inside the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        }
+    }
+
+    /// Copies from the region at `offset` into `dst`, under the mutex (see `copy_in`).
+    ///
+    /// # Panics
+    ///
+    /// When the range is outside the region.
+    pub(crate) fn copy_out(&self, _locked: &Locked<'_>, offset: usize, dst: &mut [u8]) {
+        let end = offset.checked_add(dst.len()).expect("no overflow");
+        assert!(end <= self.len, "copy outside the region");
+        // SAFETY: as in `copy_in`, reading instead of writing.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map`, and no reference into it
+        // outlives `self` (`header` borrows `self`).
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A header type that may live at the start of a shared region.
+///
+/// # Safety
+///
+/// All-zero bytes must be a valid value of the type, and it must consist only of atomics
+/// and [`RobustMutex`]es (so that references to it may be shared across processes).
+pub(crate) unsafe trait SharedHeader {}
+
+/// A process-shared, robust `pthread_mutex_t` inside a shared region.
+///
+/// Robust: when its holder dies, the next `lock` succeeds and says so, instead of blocking
+/// for ever (CPython's locks deadlock there).
+#[repr(C)]
+pub(crate) struct RobustMutex {
+    inner: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: a pthread mutex is designed to be used from several threads (and, initialised
+// with PTHREAD_PROCESS_SHARED, several processes) at once.
+unsafe impl Sync for RobustMutex {}
+
+/// Proof that a [`RobustMutex`] is held; unlocks on drop.
+#[derive(Debug)]
+pub(crate) struct Locked<'a> {
+    mutex: &'a RobustMutex,
+}
+
+impl std::fmt::Debug for RobustMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RobustMutex")
+    }
+}
+
+impl RobustMutex {
+    /// Makes the zero-filled mutex a robust, process-shared one. Only the creator of the
+    /// region calls this, once, before the region is shared.
+    pub(crate) fn init(&self) -> nix::Result<()> {
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: the attribute object is initialised by pthread_mutexattr_init before use
+        // and destroyed after; the mutex is initialised exactly once, before any process
+        // other than ours can see the region.
+        unsafe {
+            Errno::result(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let attr = attr.as_mut_ptr();
+            let r = libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED);
+            let r2 = libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST);
+            let r3 = libc::pthread_mutex_init(self.inner.get(), attr);
+            libc::pthread_mutexattr_destroy(attr);
+            for code in [r, r2, r3] {
+                if code != 0 {
+                    return Err(Errno::from_raw(code));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks; the flag is true when the previous holder died holding it (the mutex has been
+    /// made consistent again, and the caller must repair what the holder left half-done).
+    pub(crate) fn lock(&self) -> nix::Result<(Locked<'_>, bool)> {
+        // SAFETY: the mutex was initialised by `init` in the region's creator.
+        let r = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
+        self.locked(r)
+    }
+
+    /// Locks, waiting at most `timeout`; `Ok(None)` when it passed with the mutex still held
+    /// elsewhere (a holder that is stopped or hung, not dead).
+    pub(crate) fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> nix::Result<Option<(Locked<'_>, bool)>> {
+        // pthread_mutex_timedlock measures against CLOCK_REALTIME, which SystemTime reads.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = now + timeout;
+        let ts = libc::timespec {
+            tv_sec: until.as_secs() as libc::time_t,
+            tv_nsec: until.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the mutex was initialised by `init`; `ts` is a live timespec on our stack.
+        let r = unsafe { libc::pthread_mutex_timedlock(self.inner.get(), &ts) };
+        if r == libc::ETIMEDOUT {
+            return Ok(None);
+        }
+        self.locked(r).map(Some)
+    }
+
+    fn locked(&self, r: libc::c_int) -> nix::Result<(Locked<'_>, bool)> {
+        match r {
+            0 => Ok((Locked { mutex: self }, false)),
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold the mutex (EOWNERDEAD means the lock was acquired).
+                let c = unsafe { libc::pthread_mutex_consistent(self.inner.get()) };
+                if c != 0 {
+                    return Err(Errno::from_raw(c));
+                }
+                Ok((Locked { mutex: self }, true))
+            }
+            e => Err(Errno::from_raw(e)),
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this guard exists only while the mutex is held by this thread.
+        unsafe {
+            libc::pthread_mutex_unlock(self.mutex.inner.get());
+        }
+    }
+}
+
+/// Sleeps while `*word == expected`, for at most `timeout`. Returns on a wake, a change,
+/// the timeout or a signal alike: callers re-check their condition.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; FUTEX_WAIT (not
+    // the private variant: the word may be shared with other processes) reads it and
+    // compares with `expected`; the timeout pointer is null or points at a live timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+        );
+    }
+}
+
+/// Wakes up to `n` sleepers on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses its address.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n);
+    }
+}
+
+/// The state of a queue: double-buffered in [`QueueHeader::state`], switched by one atomic
+/// store of [`QueueHeader::active`], so a process killed while changing it leaves the
+/// other copy — the one `active` names — whole.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    /// Position of the oldest record (bytes since creation; the ring offset is this modulo
+    /// the capacity).
+    pub(crate) head: std::sync::atomic::AtomicU64,
+    /// Position after the newest record.
+    pub(crate) tail: std::sync::atomic::AtomicU64,
+    /// Records in the ring.
+    pub(crate) count: std::sync::atomic::AtomicU64,
+    /// Items put and not yet marked done (JoinableQueue).
+    pub(crate) unfinished: std::sync::atomic::AtomicU64,
+}
+
+/// The header of a queue's shared region; the ring of records follows it.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct QueueHeader {
+    /// Set once initialised; a region without it is not a queue.
+    pub(crate) magic: std::sync::atomic::AtomicU64,
+    /// Serializes every change of `state` and every access to the ring.
+    pub(crate) mutex: RobustMutex,
+    /// Which of `state` is current.
+    pub(crate) active: AtomicU32,
+    /// Bumped after every put (consumers sleep on it).
+    pub(crate) put_seq: AtomicU32,
+    /// Bumped after every get (producers sleep on it when full).
+    pub(crate) get_seq: AtomicU32,
+    /// Bumped when the unfinished count reaches zero (joiners sleep on it).
+    pub(crate) done_seq: AtomicU32,
+    /// How many sleep on each word: a wake is a system call, skipped when nobody sleeps.
+    pub(crate) consumers_waiting: AtomicU32,
+    /// See `consumers_waiting`.
+    pub(crate) producers_waiting: AtomicU32,
+    /// See `consumers_waiting`.
+    pub(crate) joiners_waiting: AtomicU32,
+    /// Bytes in the ring.
+    pub(crate) capacity: std::sync::atomic::AtomicU64,
+    /// Most items at once; 0 for no limit.
+    pub(crate) maxsize: std::sync::atomic::AtomicU64,
+    /// The two copies of the state.
+    pub(crate) state: [QueueState; 2],
+}
+
+// SAFETY: all-zero bytes are a valid `QueueHeader` (zero atomics; a zeroed pthread_mutex_t
+// is glibc's PTHREAD_MUTEX_INITIALIZER, made robust and shared by `RobustMutex::init`), and
+// it holds only atomics and a `RobustMutex`.
+unsafe impl SharedHeader for QueueHeader {}
