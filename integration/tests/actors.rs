@@ -80,3 +80,122 @@ fn blocking_and_async_joins_agree() {
     assert_eq!(Some(async_status), p.exit_status().unwrap());
     assert!(async_status.success());
 }
+
+mod mailboxes {
+    use std::time::{Duration, Instant};
+
+    use actix::dev::SendError;
+    use procvisor::mailbox::{self, Call, MailboxError};
+    use procvisor::{Connection, Process};
+
+    fn square_server(conn: Connection) -> u64 {
+        mailbox::serve(conn, |x: u64| x * x).unwrap()
+    }
+
+    fn slow_server(conn: Connection) -> u64 {
+        mailbox::serve(conn, |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        })
+        .unwrap()
+    }
+
+    fn text_server(conn: Connection) -> u64 {
+        mailbox::serve(conn, |_: u64| "not a number".to_owned()).unwrap()
+    }
+
+    #[test]
+    fn an_actor_gets_typed_replies_from_two_worker_processes() {
+        let (end_a, child_a) = mailbox::channel::<u64, u64>().unwrap();
+        let (end_b, child_b) = mailbox::channel::<u64, u64>().unwrap();
+        let mut a = Process::new(square_server, child_a);
+        let mut b = Process::new(square_server, child_b);
+        a.start().unwrap();
+        b.start().unwrap();
+        actix::System::new().block_on(async move {
+            let (a_addr, b_addr) = (end_a.start(8), end_b.start(8));
+            for n in 0..200u64 {
+                let addr = if n % 2 == 0 { &a_addr } else { &b_addr };
+                assert_eq!(addr.send(Call::new(n)).await.unwrap().unwrap(), n * n);
+            }
+        });
+        // The actors (and their sockets) are gone with the System: the workers see EOF.
+        for p in [&a, &b] {
+            p.join(Some(Duration::from_secs(20))).unwrap();
+            assert_eq!(p.result().unwrap(), 100);
+        }
+    }
+
+    #[test]
+    fn a_full_mailbox_refuses_try_send_and_send_waits_for_room() {
+        let (end, child) = mailbox::channel::<u64, u64>().unwrap();
+        let mut p = Process::new(slow_server, child);
+        p.start().unwrap();
+        actix::System::new().block_on(async move {
+            let addr = end.start(2);
+            // One slow request (300 ms in the child), then fill the mailbox. Whether or not
+            // the actor has taken the first one yet, at most capacity + 1 more fit.
+            let first = actix_rt::spawn(addr.send(Call::new(300)));
+            let mut accepted = 0;
+            let mut refused = 0;
+            for _ in 0..10 {
+                match addr.try_send(Call::new(0)) {
+                    Ok(()) => accepted += 1,
+                    Err(SendError::Full(_)) => refused += 1,
+                    Err(SendError::Closed(_)) => panic!("the mailbox closed"),
+                }
+            }
+            assert!(accepted <= 3, "accepted {accepted} beyond the capacity");
+            assert!(refused >= 7, "refused only {refused}");
+            // send() waits for room instead, and gets its reply.
+            let t = Instant::now();
+            assert_eq!(addr.send(Call::new(1)).await.unwrap().unwrap(), 1);
+            assert!(t.elapsed() < Duration::from_secs(20));
+            assert_eq!(first.await.unwrap().unwrap().unwrap(), 300);
+        });
+        p.join(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn a_killed_worker_fails_the_request_in_flight_and_every_later_one() {
+        let (end, child) = mailbox::channel::<u64, u64>().unwrap();
+        let mut p = Process::new(slow_server, child);
+        p.start().unwrap();
+        let pid = p.pid().unwrap().unwrap();
+        actix::System::new().block_on(async move {
+            let addr = end.start(4);
+            // Killed before or after the request reaches it, the worker cannot answer.
+            let in_flight = actix_rt::spawn(addr.send(Call::new(60_000)));
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            let err = in_flight.await.unwrap().unwrap().unwrap_err();
+            assert!(matches!(err, MailboxError::WorkerGone), "{err}");
+            let err = addr.send(Call::new(1)).await.unwrap().unwrap_err();
+            assert!(matches!(err, MailboxError::WorkerGone), "{err}");
+        });
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(-9));
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_type_is_a_decode_error_and_the_mailbox_goes_on() {
+        let (end, child) = mailbox::channel::<u64, u64>().unwrap();
+        let mut p = Process::new(text_server, child);
+        p.start().unwrap();
+        actix::System::new().block_on(async move {
+            let addr = end.start(4);
+            for _ in 0..2 {
+                match addr.send(Call::new(1)).await.unwrap() {
+                    Err(MailboxError::Decode { expected, .. }) => assert_eq!(expected, "u64"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+        p.join(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(p.result().unwrap(), 2);
+    }
+}

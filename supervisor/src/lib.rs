@@ -52,6 +52,7 @@ mod child;
 pub mod connection;
 mod error;
 mod per_process;
+pub mod mailbox;
 pub mod process;
 pub mod queues;
 mod runtime;
