@@ -378,12 +378,7 @@ impl Shared {
             let Wait::Until(deadline) = wait else {
                 return Err(None);
             };
-            let seq = h.get_seq.load(Ordering::Acquire);
-            h.producers_waiting.fetch_add(1, Ordering::AcqRel);
-            drop(locked);
-            let timed_out = sleep_on(&h.get_seq, seq, deadline);
-            h.producers_waiting.fetch_sub(1, Ordering::AcqRel);
-            if timed_out {
+            if park(locked, &h.get_seq, &h.producers_waiting, deadline) {
                 return Err(None);
             }
         }
@@ -418,12 +413,7 @@ impl Shared {
             let Wait::Until(deadline) = wait else {
                 return Err(None);
             };
-            let seq = h.put_seq.load(Ordering::Acquire);
-            h.consumers_waiting.fetch_add(1, Ordering::AcqRel);
-            drop(locked);
-            let timed_out = sleep_on(&h.put_seq, seq, deadline);
-            h.consumers_waiting.fetch_sub(1, Ordering::AcqRel);
-            if timed_out {
+            if park(locked, &h.put_seq, &h.consumers_waiting, deadline) {
                 return Err(None);
             }
         }
@@ -454,13 +444,27 @@ impl Shared {
             if self.state().3 == 0 {
                 return Ok(());
             }
-            let seq = h.done_seq.load(Ordering::Acquire);
-            h.joiners_waiting.fetch_add(1, Ordering::AcqRel);
-            drop(locked);
-            sleep_on(&h.done_seq, seq, None);
-            h.joiners_waiting.fetch_sub(1, Ordering::AcqRel);
+            park(locked, &h.done_seq, &h.joiners_waiting, None);
         }
     }
+}
+
+/// Gives up the lock and sleeps until `word` moves (or a slice or the deadline ends),
+/// counted in `waiting` meanwhile so that wakers know to make the system call. The word is
+/// read under the lock, so a change made after we release it is never missed. Returns true
+/// when the deadline passed with the word unmoved.
+fn park(
+    locked: Locked<'_>,
+    word: &std::sync::atomic::AtomicU32,
+    waiting: &std::sync::atomic::AtomicU32,
+    deadline: Option<Instant>,
+) -> bool {
+    let seen = word.load(Ordering::Acquire);
+    waiting.fetch_add(1, Ordering::AcqRel);
+    drop(locked);
+    let timed_out = sleep_on(word, seen, deadline);
+    waiting.fetch_sub(1, Ordering::AcqRel);
+    timed_out
 }
 
 /// Waits until `word` moves from `seen`, `deadline` passes, or one sleep slice of at most
