@@ -186,6 +186,17 @@ fn a_process_killed_holding_the_lock_does_not_wedge_the_queue() {
     }
 }
 
+/// Reads every report already waiting on `c`, until none is buffered or the stream ended.
+fn read_all<T: serde::de::DeserializeOwned>(c: &mut Connection, mut each: impl FnMut(T)) {
+    while c.poll(Some(Duration::ZERO)).unwrap() {
+        match c.recv::<T>() {
+            Ok(item) => each(item),
+            Err(ConnectionError::Eof) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Puts `(id, i)` for i in 0..n, reporting each put that returned.
 fn producer((q, id, n, mut report): (Queue<(u32, u32)>, u32, u32, Connection)) {
     for i in 0..n {
@@ -245,22 +256,14 @@ fn producers_and_consumers_killed_under_load_lose_and_duplicate_nothing() {
         let ready = wait(&objects, Some(timeout)).unwrap();
         for i in ready {
             if i < put_reports.len() {
-                while put_reports[i].poll(Some(Duration::ZERO)).unwrap() {
-                    match put_reports[i].recv::<u32>() {
-                        Ok(_) => *put.entry(i as u32).or_default() += 1,
-                        Err(ConnectionError::Eof) => break,
-                        Err(e) => panic!("{e}"),
-                    }
-                }
+                read_all(&mut put_reports[i], |_: u32| {
+                    *put.entry(i as u32).or_default() += 1
+                });
             } else {
                 let c = &mut got_reports[i - put_reports.len()];
-                while c.poll(Some(Duration::ZERO)).unwrap() {
-                    match c.recv::<(u32, u32)>() {
-                        Ok(item) => *received.entry(item).or_default() += 1,
-                        Err(ConnectionError::Eof) => break,
-                        Err(e) => panic!("{e}"),
-                    }
-                }
+                read_all(c, |item: (u32, u32)| {
+                    *received.entry(item).or_default() += 1
+                });
             }
         }
     };
