@@ -18,3 +18,5 @@ mod connection;
 mod queues;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;
+// Listener and Client: authenticated connections over Unix paths, abstract names, TCP.
+mod listener;

@@ -5,6 +5,10 @@
 //! receives a duplicate of the descriptor; the parent keeps its own handle and may close
 //! it.
 //!
+//! Connections between processes that are not parent and child come from a
+//! [`Listener`](crate::listener::Listener) and [`client`](crate::listener::client), over
+//! Unix sockets or TCP; they are the same `Connection`s.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -42,6 +46,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, IoSlice, Read};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
@@ -56,8 +61,9 @@ use procvisor_worker::handles;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The descriptors of every open `Connection` of this process, so that a `fork` child
-/// running a `fn` target can close the ones that are not its own (see `spawn::fork`).
+/// The descriptors of every open `Connection` of this process (and of every listener
+/// socket, see [`track`]), so that a `fork` child running a `fn` target can close the ones
+/// that are not its own (see `spawn::fork`).
 /// Held only to insert, remove, or copy out.
 static LIVE: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
 
@@ -69,6 +75,86 @@ fn live() -> MutexGuard<'static, BTreeSet<RawFd>> {
 /// descriptors belong to connections it must not keep.
 pub(crate) fn live_for_fork() -> MutexGuard<'static, BTreeSet<RawFd>> {
     live()
+}
+
+/// Adds a descriptor that is not a `Connection`'s (a listening socket, a socket still in
+/// its authentication handshake) to the registry, so that a `fork` child running a `fn`
+/// target closes it too.
+/// Remove it with [`untrack`] before closing it.
+pub(crate) fn track(fd: RawFd) {
+    live().insert(fd);
+}
+
+/// Removes a descriptor added with [`track`]; call it before the descriptor is closed, so
+/// that its number, once reused, is not closed by a `fork` child.
+pub(crate) fn untrack(fd: RawFd) {
+    live().remove(&fd);
+}
+
+/// The socket under a `Connection`: a Unix stream socket (pipes, Unix listeners) or a
+/// TCP one (TCP listeners).
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Bounds how long one read may block (`None`: for ever).
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Bounds how long one write may block (`None`: for ever).
+    pub(crate) fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    /// A second descriptor for the same socket.
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// Shuts down both directions: a thread blocked reading this socket wakes up.
+    pub(crate) fn shutdown(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        }
+    }
+}
+
+impl Read for &Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => (&*s).read(buf),
+            Stream::Tcp(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
 }
 
 /// Bytes read from the socket at a time when no larger frame is pending.
@@ -162,9 +248,10 @@ impl From<io::Error> for ConnectionError {
     }
 }
 
-/// One end of a pipe: sends and receives whole messages.
+/// One end of a pipe, or one side of a [`Listener`](crate::listener::Listener) /
+/// [`client`](crate::listener::client) pair: sends and receives whole messages.
 pub struct Connection {
-    sock: Option<UnixStream>,
+    sock: Option<Stream>,
     readable: bool,
     writable: bool,
     /// Received bytes not yet handed out: `rbuf[rpos..rend]`.
@@ -223,7 +310,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), ConnectionError> {
 }
 
 impl Connection {
-    fn new(sock: UnixStream, readable: bool, writable: bool) -> Self {
+    fn new(sock: impl Into<Stream>, readable: bool, writable: bool) -> Self {
+        let sock = sock.into();
         live().insert(sock.as_raw_fd());
         Connection {
             sock: Some(sock),
@@ -238,7 +326,12 @@ impl Connection {
         }
     }
 
-    fn sock(&self) -> Result<&UnixStream, ConnectionError> {
+    /// A duplex connection over a socket the caller set up (a listener's, a client's).
+    pub(crate) fn from_stream(sock: Stream) -> Self {
+        Connection::new(sock, true, true)
+    }
+
+    fn sock(&self) -> Result<&Stream, ConnectionError> {
         self.sock.as_ref().ok_or(ConnectionError::Closed)
     }
 
@@ -514,7 +607,7 @@ impl Connection {
             if self.rbuf.len() < want {
                 self.rbuf.resize(want, 0);
             }
-            let mut sock: &UnixStream = self.sock.as_ref().ok_or(ConnectionError::Closed)?;
+            let mut sock: &Stream = self.sock.as_ref().ok_or(ConnectionError::Closed)?;
             let n = loop {
                 match sock.read(&mut self.rbuf[self.rend..]) {
                     Ok(n) => break n,
@@ -596,6 +689,39 @@ impl From<UnixStream> for Connection {
     }
 }
 
+impl From<TcpStream> for Connection {
+    /// A duplex connection over an existing TCP stream, speaking procvisor's framing. The
+    /// socket's options (`TCP_NODELAY` among them) are left as they are; connections made
+    /// by a [`Listener`](crate::listener::Listener) or [`client`](crate::listener::client)
+    /// turn Nagle's algorithm off.
+    ///
+    /// ```
+    /// use std::net::{TcpListener, TcpStream};
+    /// let server = TcpListener::bind("127.0.0.1:0")?;
+    /// let a = TcpStream::connect(server.local_addr()?)?;
+    /// let (b, _) = server.accept()?;
+    /// let (mut a, mut b) = (procvisor::Connection::from(a), procvisor::Connection::from(b));
+    /// a.send(&"over tcp")?;
+    /// assert_eq!(b.recv::<String>()?, "over tcp");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from(sock: TcpStream) -> Self {
+        Connection::new(sock, true, true)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Self {
+        Stream::Unix(s)
+    }
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Self {
+        Stream::Tcp(s)
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
@@ -608,6 +734,9 @@ struct Wire {
     handle: u32,
     readable: bool,
     writable: bool,
+    /// A TCP socket (from a `Listener` or `client`) rather than a Unix one.
+    #[serde(default)]
+    tcp: bool,
 }
 
 impl Serialize for Connection {
@@ -627,6 +756,7 @@ impl Serialize for Connection {
             handle,
             readable: self.readable,
             writable: self.writable,
+            tcp: matches!(sock, Stream::Tcp(_)),
         }
         .serialize(serializer)
     }
@@ -636,11 +766,12 @@ impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let wire = Wire::deserialize(deserializer)?;
         let fd: OwnedFd = handles::take(wire.handle).map_err(serde::de::Error::custom)?;
-        Ok(Connection::new(
-            UnixStream::from(fd),
-            wire.readable,
-            wire.writable,
-        ))
+        let sock = if wire.tcp {
+            Stream::Tcp(TcpStream::from(fd))
+        } else {
+            Stream::Unix(UnixStream::from(fd))
+        };
+        Ok(Connection::new(sock, wire.readable, wire.writable))
     }
 }
 

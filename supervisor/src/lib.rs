@@ -15,6 +15,8 @@
 //! - [`pipe`] makes two connected [`Connection`]s that send typed (serde) messages; either
 //!   end travels to a child inside its target's arguments. [`wait`] waits on connections,
 //!   processes and descriptors at once.
+//! - [`Listener`] and [`client`] make connections between unrelated processes, over Unix
+//!   sockets (a path or an abstract name) or TCP, authenticated with a shared authkey.
 //! - [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] as in
 //!   Python.
 //!
@@ -51,6 +53,7 @@
 mod child;
 pub mod connection;
 mod error;
+pub mod listener;
 mod per_process;
 pub mod mailbox;
 pub mod process;
@@ -68,6 +71,7 @@ mod sys;
 
 pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
+pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
 };
