@@ -4,13 +4,14 @@
 #[derive(Debug, Clone)]
 pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
-    /// the `connection_*` benches and their `socketpair_*` floors.
+    /// the `connection_*` benches and their `socketpair_*` floors, the queue benches.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
     /// `forkserver`, `spawn`, `fork`, or `-` for the OS floor.
     pub(crate) method: String,
-    /// `ms`, `KiB`, `us` (lower is better), or `msgs/s`, `GB/s` (higher is better).
+    /// `ms`, `KiB`, `us` (lower is better), or `msgs/s`, `items/s`, `GB/s` (higher is
+    /// better).
     pub(crate) unit: String,
     /// One value per repetition.
     pub(crate) values: Vec<f64>,
@@ -78,7 +79,7 @@ pub(crate) fn print_json(figs: &[Figure]) {
 
 /// Whether a larger value of `unit` is the better one (a throughput).
 fn higher_is_better(unit: &str) -> bool {
-    matches!(unit, "msgs/s" | "GB/s")
+    matches!(unit, "msgs/s" | "items/s" | "GB/s")
 }
 
 /// `v` rounded to an integer, with a comma every three digits.
@@ -95,7 +96,7 @@ fn thousands(v: f64) -> String {
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
-    if unit == "msgs/s" {
+    if unit == "msgs/s" || unit == "items/s" {
         thousands(v)
     } else if unit == "KiB" {
         format!("{v:.0}")
@@ -121,7 +122,7 @@ fn floor_of(bench: &str, method: &str) -> Option<&'static str> {
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 7] = [
+pub(crate) const TABLE_BENCHES: [&str; 10] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -129,6 +130,9 @@ pub(crate) const TABLE_BENCHES: [&str; 7] = [
     "connection_rtt_small",
     "connection_oneway_small",
     "connection_oneway_1mib",
+    "queue_1p1c_small",
+    "queue_2p2c_small",
+    "joinable_put_taskdone_join",
 ];
 /// The start methods, in table order.
 pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];

@@ -17,8 +17,11 @@
 //!   `procvisor::connection` between this process and a `forkserver` child, with raw
 //!   socketpair floors (`socketpair_rtt`, `socketpair_write_small`,
 //!   `socketpair_write_1mib`); see `integration/src/bench/connection.rs`.
-//! - CPython: `integration/bench/python/process_bench.py` and `connection_bench.py`, run
-//!   with `python3`.
+//! - `queue_1p1c_small`, `queue_2p2c_small`, `joinable_put_taskdone_join`: items per
+//!   second through `procvisor::{Queue, JoinableQueue}` between `forkserver` children (no
+//!   OS floor); see `integration/src/bench/queue.rs`.
+//! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py` and
+//!   `queue_bench.py`, run with `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -43,6 +46,8 @@ use procvisor::{Process, StartMethod};
 mod connection;
 #[path = "../bench/json.rs"]
 mod json;
+#[path = "../bench/queue.rs"]
+mod queue;
 #[path = "../bench/report.rs"]
 mod report;
 
@@ -118,7 +123,8 @@ fn usage() -> &'static str {
      \x20 FILTER   run only the benches whose name contains it:\n\
      \x20          start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self,\n\
      \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
-     \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib"
+     \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
+     \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -263,6 +269,21 @@ fn main() -> ExitCode {
     }
     if ran_connection {
         notes.push(connection::note(&cfg));
+    }
+    for bench in queue::BENCHES {
+        if cfg.wants(bench) {
+            let m = queue::METHOD.as_str();
+            progress(&format!("procvisor {bench} {m}"));
+            let r = queue::bench(&cfg, bench);
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let args = queue::cpython_args(&cfg, bench);
+                let r = run_cpython(&cfg, QUEUE_SCRIPT, bench, m, &args);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+            notes.push(queue::note(&cfg, bench));
+        }
     }
     // `idle_rss` measures both; keep only what the filter asked for.
     figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
@@ -726,6 +747,8 @@ fn floor(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<Figure, String> {
 const PROCESS_SCRIPT: &str = "process_bench.py";
 /// The CPython script of the connection benches.
 const CONNECTION_SCRIPT: &str = "connection_bench.py";
+/// The CPython script of the queue benches.
+const QUEUE_SCRIPT: &str = "queue_bench.py";
 
 fn python_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
