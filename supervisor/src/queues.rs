@@ -368,9 +368,9 @@ impl Shared {
                 self.ring_write(&locked, tail, &(payload.len() as u32).to_le_bytes());
                 self.ring_write(&locked, tail + RECORD_HEADER as u64, payload);
                 self.commit(&locked, (head, tail + record, count + 1, unfinished + 1));
-                h.put_seq.fetch_add(1, Ordering::Release);
+                h.put_seq.fetch_add(1, Ordering::SeqCst);
                 drop(locked);
-                if h.consumers_waiting.load(Ordering::Acquire) > 0 {
+                if h.consumers_waiting.load(Ordering::SeqCst) > 0 {
                     futex_wake(&h.put_seq, i32::MAX);
                 }
                 return Ok(());
@@ -403,9 +403,9 @@ impl Shared {
                 self.ring_read(&locked, head + RECORD_HEADER as u64, &mut payload);
                 let next = head + RECORD_HEADER as u64 + len;
                 self.commit(&locked, (next, tail, count - 1, unfinished));
-                h.get_seq.fetch_add(1, Ordering::Release);
+                h.get_seq.fetch_add(1, Ordering::SeqCst);
                 drop(locked);
-                if h.producers_waiting.load(Ordering::Acquire) > 0 {
+                if h.producers_waiting.load(Ordering::SeqCst) > 0 {
                     futex_wake(&h.get_seq, i32::MAX);
                 }
                 return Ok(payload);
@@ -428,9 +428,9 @@ impl Shared {
         }
         self.commit(&locked, (head, tail, count, unfinished - 1));
         if unfinished == 1 {
-            h.done_seq.fetch_add(1, Ordering::Release);
+            h.done_seq.fetch_add(1, Ordering::SeqCst);
             drop(locked);
-            if h.joiners_waiting.load(Ordering::Acquire) > 0 {
+            if h.joiners_waiting.load(Ordering::SeqCst) > 0 {
                 futex_wake(&h.done_seq, i32::MAX);
             }
         }
@@ -459,36 +459,41 @@ fn park(
     waiting: &std::sync::atomic::AtomicU32,
     deadline: Option<Instant>,
 ) -> bool {
-    let seen = word.load(Ordering::Acquire);
-    waiting.fetch_add(1, Ordering::AcqRel);
+    let seen = word.load(Ordering::SeqCst);
     drop(locked);
-    let timed_out = sleep_on(word, seen, deadline);
-    waiting.fetch_sub(1, Ordering::AcqRel);
-    timed_out
-}
-
-/// Waits until `word` moves from `seen`, `deadline` passes, or one sleep slice of at most
-/// [`MAX_SLEEP`] ends, after a short spin; the caller re-checks under the lock either way.
-/// Returns true when the deadline passed with the word unmoved.
-fn sleep_on(word: &std::sync::atomic::AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {
+    // Spin first, unregistered: wakers make no system call for a waiter that will see the
+    // change on its own within a microsecond or two.
     for _ in 0..SPINS {
         if word.load(Ordering::Acquire) != seen {
             return false;
         }
         std::hint::spin_loop();
     }
+    // Registered, then asleep. SeqCst pairs with the waker's (change the word, then read
+    // `waiting`): either it sees us registered and wakes us, or FUTEX_WAIT sees the new
+    // word and returns at once. No wake is lost.
+    waiting.fetch_add(1, Ordering::SeqCst);
+    let timed_out = sleep_on(word, seen, deadline);
+    waiting.fetch_sub(1, Ordering::SeqCst);
+    timed_out
+}
+
+/// Sleeps one slice (at most [`MAX_SLEEP`], and not past `deadline`) while `word` is
+/// `seen`; the caller re-checks under the lock either way. Returns true when the deadline
+/// passed with the word unmoved.
+fn sleep_on(word: &std::sync::atomic::AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {
     let slice = match deadline {
         None => MAX_SLEEP,
         Some(d) => {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return word.load(Ordering::Acquire) == seen;
+                return word.load(Ordering::SeqCst) == seen;
             }
             left.min(MAX_SLEEP)
         }
     };
     futex_wait(word, seen, Some(slice));
-    deadline.is_some_and(|d| Instant::now() >= d) && word.load(Ordering::Acquire) == seen
+    deadline.is_some_and(|d| Instant::now() >= d) && word.load(Ordering::SeqCst) == seen
 }
 
 /// A multi-producer, multi-consumer queue shared by any number of processes: Python's

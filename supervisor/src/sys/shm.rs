@@ -144,6 +144,9 @@ impl Drop for Region {
 /// and [`RobustMutex`]es (so that references to it may be shared across processes).
 pub(crate) unsafe trait SharedHeader {}
 
+/// Tries before a contended lock sleeps (see `RobustMutex::spin_trylock`).
+const LOCK_SPINS: u32 = 20;
+
 /// A process-shared, robust `pthread_mutex_t` inside a shared region.
 ///
 /// Robust: when its holder dies, the next `lock` succeeds and says so, instead of blocking
@@ -196,9 +199,29 @@ impl RobustMutex {
     /// Locks; the flag is true when the previous holder died holding it (the mutex has been
     /// made consistent again, and the caller must repair what the holder left half-done).
     pub(crate) fn lock(&self) -> nix::Result<(Locked<'_>, bool)> {
+        if let Some(locked) = self.spin_trylock()? {
+            return Ok(locked);
+        }
         // SAFETY: the mutex was initialised by `init` in the region's creator.
         let r = unsafe { libc::pthread_mutex_lock(self.inner.get()) };
         self.locked(r)
+    }
+
+    /// Tries the lock a few times, spinning between tries: it is held for a microsecond or
+    /// less at a time, so a short spin usually beats the futex sleep a contended lock costs
+    /// (robust mutexes do not spin by themselves).
+    fn spin_trylock(&self) -> nix::Result<Option<(Locked<'_>, bool)>> {
+        for _ in 0..LOCK_SPINS {
+            // SAFETY: the mutex was initialised by `init` in the region's creator.
+            let r = unsafe { libc::pthread_mutex_trylock(self.inner.get()) };
+            if r != libc::EBUSY {
+                return self.locked(r).map(Some);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(None)
     }
 
     /// Locks, waiting at most `timeout`; `Ok(None)` when it passed with the mutex still held
