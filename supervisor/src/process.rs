@@ -349,7 +349,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         if self.target.is_none() {
             return Err(Error::new(Kind::AlreadyStarted));
         }
-        if identity::current().daemon {
+        if identity::is_daemon() {
             return Err(Error::new(Kind::DaemonicParent));
         }
         let Pending {

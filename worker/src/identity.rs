@@ -40,6 +40,17 @@ struct State {
     start_method: Option<String>,
 }
 
+impl State {
+    /// The name, which is `MainProcess` until this process becomes a child.
+    fn display_name(&self) -> String {
+        if self.name.is_empty() {
+            "MainProcess".to_owned()
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
 /// Held only for field copies; never across a call out.
 static STATE: Mutex<State> = Mutex::new(State {
     name: String::new(),
@@ -62,17 +73,23 @@ fn lock() -> std::sync::MutexGuard<'static, State> {
 pub fn current() -> Identity {
     let s = lock();
     Identity {
-        name: if s.name.is_empty() {
-            "MainProcess".to_owned()
-        } else {
-            s.name.clone()
-        },
+        name: s.display_name(),
         identity: s.identity.clone(),
         daemon: s.daemon,
         pid: std::process::id() as i32,
         parent: s.parent.clone(),
         start_method: s.start_method.clone(),
     }
+}
+
+/// Whether this process was started as a daemon (without copying the rest of its
+/// identity).
+///
+/// ```
+/// assert!(!procvisor_worker::identity::is_daemon());
+/// ```
+pub fn is_daemon() -> bool {
+    lock().daemon
 }
 
 /// This process as a [`Peer`], to tell a child who its parent is.
@@ -82,10 +99,10 @@ pub fn current() -> Identity {
 /// assert_eq!(me.pid, std::process::id() as i32);
 /// ```
 pub fn as_peer() -> Peer {
-    let me = current();
+    let s = lock();
     Peer {
-        pid: me.pid,
-        name: me.name,
+        pid: std::process::id() as i32,
+        name: s.display_name(),
     }
 }
 
