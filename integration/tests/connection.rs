@@ -152,40 +152,40 @@ fn recv_bytes_into_hands_back_a_message_that_does_not_fit() {
     }
 }
 
-fn sleep_then_send((ms, mut conn): (u64, Connection)) {
-    std::thread::sleep(Duration::from_millis(ms));
-    conn.send(&ms).unwrap();
+fn send_one((value, mut conn): (u64, Connection)) {
+    conn.send(&value).unwrap();
 }
 
-fn sleeps(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
+/// Exits when the parent closes its end of `conn`.
+fn exit_on_eof(mut conn: Connection) {
+    assert!(matches!(conn.recv::<()>(), Err(ConnectionError::Eof)));
 }
 
 #[test]
 fn wait_returns_the_ready_objects_among_connections_and_processes() {
     let (mut c1, child1) = pipe(true).unwrap();
     let (c2, _keep2) = pipe(true).unwrap();
-    let mut sender = Process::new(sleep_then_send, (100u64, child1));
-    let mut sleeper = Process::new(sleeps, 400u64);
-    sender.start().unwrap();
-    sleeper.start().unwrap();
+    let (mut release, child_release) = pipe(true).unwrap();
+    let mut waiter = Process::new(exit_on_eof, child_release);
+    waiter.start().unwrap();
 
-    // Nothing is ready at first.
-    let objects: [&dyn Waitable; 3] = [&c1, &c2, &sleeper];
+    // Nothing is ready yet: c1 has no message, c2 never will, the waiter runs.
+    let objects: [&dyn Waitable; 3] = [&c1, &c2, &waiter];
     assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty());
 
-    // The first message arrives on c1 (index 0), around 100 ms.
-    let t = Instant::now();
+    // A message arrives on c1 (index 0), and only there: the waiter cannot exit yet.
+    let mut sender = Process::new(send_one, (7u64, child1));
+    sender.start().unwrap();
     assert_eq!(wait(&objects, Some(Duration::from_secs(20))).unwrap(), [0]);
-    assert_eq!(c1.recv::<u64>().unwrap(), 100);
-    assert!(t.elapsed() < Duration::from_secs(20));
-
-    // Then the sleeper's exit (index 2); c2 never becomes ready.
-    let objects: [&dyn Waitable; 2] = [&c2, &sleeper];
-    assert_eq!(wait(&objects, Some(Duration::from_secs(20))).unwrap(), [1]);
-    sleeper.join(None).unwrap();
-    assert_eq!(sleeper.exitcode().unwrap(), Some(0));
+    assert_eq!(c1.recv::<u64>().unwrap(), 7);
     sender.join(None).unwrap();
+
+    // Released, the waiter exits: its sentinel (index 1 here) is ready; c2 still is not.
+    release.close();
+    let objects: [&dyn Waitable; 2] = [&c2, &waiter];
+    assert_eq!(wait(&objects, Some(Duration::from_secs(20))).unwrap(), [1]);
+    waiter.join(None).unwrap();
+    assert_eq!(waiter.exitcode().unwrap(), Some(0));
 
     // A timeout with nothing ready returns empty, after the timeout.
     let t = Instant::now();
