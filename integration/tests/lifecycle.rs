@@ -141,18 +141,26 @@ fn join_timeout_returns_while_alive() {
     }
 }
 
+/// Exits when the parent closes its end of `conn`.
+fn exit_on_eof(mut conn: procvisor::Connection) {
+    assert!(conn.recv::<()>().is_err());
+}
+
 #[test]
 fn sentinel_becomes_readable_at_exit() {
     for m in METHODS {
-        let mut p = Process::new(sleeps, 300).with_start_method(m);
+        let (mut release, theirs) = procvisor::pipe(true).unwrap();
+        let mut p = Process::new(exit_on_eof, theirs).with_start_method(m);
         p.start().unwrap();
         let sentinel = p.sentinel().unwrap();
+        // The child cannot exit before we release it: not readable yet.
         let mut fds = [PollFd::new(sentinel, PollFlags::POLLIN)];
         assert_eq!(
-            poll(&mut fds, PollTimeout::ZERO).unwrap(),
+            poll(&mut fds, PollTimeout::from(50u16)).unwrap(),
             0,
             "{m}: readable too early"
         );
+        release.close();
         let mut fds = [PollFd::new(sentinel, PollFlags::POLLIN)];
         assert_eq!(
             poll(&mut fds, PollTimeout::from(20_000u16)).unwrap(),
