@@ -45,10 +45,10 @@ use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
 /// The string of every small message: 32 characters.
-const TEXT: &str = "abcdefghijklmnopqrstuvwxyz012345";
+pub(crate) const TEXT: &str = "abcdefghijklmnopqrstuvwxyz012345";
 
 /// A small message as the child receives it.
-type Small = (u64, String);
+pub(crate) type Small = (u64, String);
 
 /// The size of a large message.
 const MIB: usize = 1 << 20;
@@ -57,7 +57,7 @@ const MIB: usize = 1 << 20;
 const ECHO_MAX: usize = 256;
 
 /// How long a child may take to end once its connection is closed.
-const END_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const END_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The benches, each with the name of its OS floor.
 pub(crate) const BENCHES: [(&str, &str); 3] = [
@@ -118,7 +118,7 @@ fn allowed_cpus() -> Result<Vec<usize>, String> {
 }
 
 /// Pins thread (or process) `tid` to `cpu`; `0` is the calling thread.
-fn pin(tid: libc::pid_t, cpu: usize) -> Result<(), String> {
+pub(crate) fn pin(tid: libc::pid_t, cpu: usize) -> Result<(), String> {
     // SAFETY: as in `allowed_cpus`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is one of `allowed_cpus`, below `CPU_SETSIZE`.
@@ -135,12 +135,12 @@ fn pin(tid: libc::pid_t, cpu: usize) -> Result<(), String> {
 }
 
 /// Pins this thread to one CPU until dropped, then gives it back every CPU it had.
-struct PinSelf {
+pub(crate) struct PinSelf {
     saved: Vec<usize>,
 }
 
 impl PinSelf {
-    fn new(cpu: usize) -> Result<PinSelf, String> {
+    pub(crate) fn new(cpu: usize) -> Result<PinSelf, String> {
         let saved = allowed_cpus()?;
         pin(0, cpu)?;
         Ok(PinSelf { saved })
@@ -169,7 +169,7 @@ pub(crate) fn cpython_args(bench: &str) -> Vec<String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Rtt,
     OnewaySmall,
     OnewayMib,
@@ -202,7 +202,7 @@ impl Kind {
     }
 
     /// Messages (or round trips) per batch.
-    fn batch(self, cfg: &Config) -> usize {
+    pub(crate) fn batch(self, cfg: &Config) -> usize {
         match (self, cfg.quick) {
             (Kind::Rtt, false) => 20_000,
             (Kind::Rtt, true) => 5_000,
@@ -342,15 +342,15 @@ fn count_bytes(mut c: Connection) {
 }
 
 /// A procvisor child and the parent's end of its connection.
-struct PvChild {
+pub(crate) struct PvChild {
     kind: Kind,
-    process: Process<()>,
+    pub(crate) process: Process<()>,
     conn: Option<Connection>,
     payload: Vec<u8>,
 }
 
 impl PvChild {
-    fn start(kind: Kind) -> Result<PvChild, String> {
+    pub(crate) fn start(kind: Kind) -> Result<PvChild, String> {
         let (conn, child_end) = pipe(true).map_err(|e| format!("pipe: {e}"))?;
         let process = match kind {
             Kind::Rtt => Process::new(echo, child_end),
@@ -372,7 +372,7 @@ impl PvChild {
     }
 
     /// One timed batch of `n` messages (or round trips), in the bench's unit.
-    fn batch(&mut self, n: usize) -> Result<f64, String> {
+    pub(crate) fn batch(&mut self, n: usize) -> Result<f64, String> {
         let conn = self.conn.as_mut().ok_or("connection closed")?;
         let err = |what: &str, e: procvisor::ConnectionError| format!("{what}: {e}");
         let t0 = Instant::now();
@@ -412,7 +412,7 @@ impl PvChild {
     }
 
     /// Closes the connection (the child ends on the end of the stream) and joins.
-    fn end(&mut self) -> Result<(), String> {
+    pub(crate) fn end(&mut self) -> Result<(), String> {
         self.conn = None;
         self.process
             .join(Some(END_DEADLINE))

@@ -4,7 +4,8 @@
 #[derive(Debug, Clone)]
 pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
-    /// the `connection_*` benches and their `socketpair_*` floors, the queue benches.
+    /// the `connection_*` benches and their `socketpair_*` floors, the queue benches,
+    /// `actor_request_rtt`.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
@@ -109,20 +110,23 @@ fn fmt_value(v: f64, unit: &str) -> String {
     }
 }
 
-/// The floor figure a (bench, method) row is compared with, if any.
-fn floor_of(bench: &str, method: &str) -> Option<&'static str> {
+/// The floor figure a (bench, method) row is compared with, if any, as (bench, impl,
+/// method): an OS figure, or for `actor_request_rtt` procvisor's own Connection round trip.
+fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    let os = |name| Some((name, "os", "-"));
     match (bench, method) {
-        ("start_join", "forkserver" | "fork") => Some("fork_waitpid"),
-        ("start_join", "spawn") => Some("fork_exec_self"),
-        ("connection_rtt_small", _) => Some("socketpair_rtt"),
-        ("connection_oneway_small", _) => Some("socketpair_write_small"),
-        ("connection_oneway_1mib", _) => Some("socketpair_write_1mib"),
+        ("start_join", "forkserver" | "fork") => os("fork_waitpid"),
+        ("start_join", "spawn") => os("fork_exec_self"),
+        ("connection_rtt_small", _) => os("socketpair_rtt"),
+        ("connection_oneway_small", _) => os("socketpair_write_small"),
+        ("connection_oneway_1mib", _) => os("socketpair_write_1mib"),
+        ("actor_request_rtt", _) => Some(("connection_rtt_small", "procvisor", "forkserver")),
         _ => None,
     }
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 10] = [
+pub(crate) const TABLE_BENCHES: [&str; 11] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -130,6 +134,7 @@ pub(crate) const TABLE_BENCHES: [&str; 10] = [
     "connection_rtt_small",
     "connection_oneway_small",
     "connection_oneway_1mib",
+    "actor_request_rtt",
     "queue_1p1c_small",
     "queue_2p2c_small",
     "joinable_put_taskdone_join",
@@ -160,7 +165,7 @@ pub(crate) fn table(figs: &[Figure]) -> String {
             let pvs = pv.and_then(Figure::stats);
             let cps = cp.and_then(Figure::stats);
             let floor = floor_of(bench, method)
-                .and_then(|name| find(figs, name, "os", "-"))
+                .and_then(|(name, imp, m)| find(figs, name, imp, m))
                 .and_then(|f| f.stats().map(|s| (f.bench.as_str(), s)));
 
             let pv_cell = match pvs {
@@ -204,8 +209,12 @@ pub(crate) fn table(figs: &[Figure]) -> String {
                 _ => "-".to_owned(),
             };
             let vs_floor = match (pvs, floor) {
-                // The connection rows are read against targets such as 1.3× and 0.8×.
-                (Some(p), Some((_, f))) if f.median > 0.0 && bench.starts_with("connection_") => {
+                // The connection and actor rows are read against targets such as 1.3×,
+                // 0.8× and 2×.
+                (Some(p), Some((_, f)))
+                    if f.median > 0.0
+                        && (bench.starts_with("connection_") || bench.starts_with("actor_")) =>
+                {
                     format!("{:.2}×", p.median / f.median)
                 }
                 (Some(p), Some((_, f))) if f.median > 0.0 => {

@@ -20,6 +20,10 @@
 //! - `queue_1p1c_small`, `queue_2p2c_small`, `joinable_put_taskdone_join`: items per
 //!   second through `procvisor::{Queue, JoinableQueue}` between `forkserver` children (no
 //!   OS floor); see `integration/src/bench/queue.rs`.
+//! - `actor_request_rtt`: an actix request through `procvisor::mailbox` to a `forkserver`
+//!   child echoing `connection_rtt_small`'s message; µs per request, read against the
+//!   procvisor `connection_rtt_small` median (no CPython equivalent); see
+//!   `integration/src/bench/actor.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py` and
 //!   `queue_bench.py`, run with `python3`.
 //!
@@ -42,6 +46,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use procvisor::{Process, StartMethod};
 
+#[path = "../bench/actor.rs"]
+mod actor;
 #[path = "../bench/connection.rs"]
 mod connection;
 #[path = "../bench/json.rs"]
@@ -124,7 +130,8 @@ fn usage() -> &'static str {
      \x20          start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self,\n\
      \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
-     \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join"
+     \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join,\n\
+     \x20          actor_request_rtt"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -269,6 +276,31 @@ fn main() -> ExitCode {
     }
     if ran_connection {
         notes.push(connection::note(&cfg));
+    }
+    if cfg.wants(actor::BENCH) {
+        // Read against the connection round trip of this run: measured alongside when the
+        // filter left that row out.
+        let alongside = !figs
+            .iter()
+            .any(|f| f.bench == actor::FLOOR && f.imp == "procvisor");
+        let m = connection::METHOD.as_str();
+        progress(&format!(
+            "procvisor {} {m}{}",
+            actor::BENCH,
+            if alongside {
+                format!(" (and procvisor {})", actor::FLOOR)
+            } else {
+                String::new()
+            }
+        ));
+        let r = actor::bench(&cfg, alongside);
+        record(
+            &mut figs,
+            r,
+            &format!("procvisor {} {m}", actor::BENCH),
+            &mut notes,
+        );
+        notes.push(actor::note(&cfg, alongside));
     }
     for bench in queue::BENCHES {
         if cfg.wants(bench) {
