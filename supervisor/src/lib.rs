@@ -62,6 +62,7 @@ mod runtime;
 pub mod spawn;
 mod status;
 pub mod supervisor;
+pub mod synchronize;
 pub mod worker;
 
 #[allow(unsafe_code)]
@@ -81,4 +82,5 @@ pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use spawn::{StartMethod, get_start_method, set_start_method};
 pub use status::ExitStatus;
 pub use supervisor::{ChildInfo, ListChildren, Supervisor, supervisor};
+pub use synchronize::{Array, Event, Lock, Value};
 pub use worker::{Worker, WorkerId};

@@ -355,3 +355,103 @@ pub(crate) struct QueueHeader {
 // is glibc's PTHREAD_MUTEX_INITIALIZER, made robust and shared by `RobustMutex::init`), and
 // it holds only atomics and a `RobustMutex`.
 unsafe impl SharedHeader for QueueHeader {}
+
+/// The header of a lock's or a shared value's region: a robust mutex, an event word, and
+/// (for values) the bytes that follow.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct SyncHeader {
+    /// Set once initialised.
+    pub(crate) magic: std::sync::atomic::AtomicU64,
+    /// The lock of a `Lock`, or a `Value`'s / `Array`'s own lock.
+    pub(crate) mutex: RobustMutex,
+    /// An `Event`'s flag (0 or 1); a futex word.
+    pub(crate) flag: AtomicU32,
+    /// Length in bytes of the data after the header (values and arrays).
+    pub(crate) data_len: std::sync::atomic::AtomicU64,
+}
+
+// SAFETY: all-zero bytes are a valid `SyncHeader` (zero atomics; a zeroed pthread_mutex_t is
+// glibc's PTHREAD_MUTEX_INITIALIZER, made robust and shared by `RobustMutex::init`), and it
+// holds only atomics and a `RobustMutex`.
+unsafe impl SharedHeader for SyncHeader {}
+
+/// Plain old data that may live in shared memory and be read by any process: every bit
+/// pattern of its size is a valid value, and it holds no pointers.
+///
+/// # Safety
+///
+/// Implement only for types for which every bit pattern is valid and that contain no
+/// references, pointers or padding: numbers.
+pub unsafe trait Pod: Copy + Send + Sync + 'static {}
+
+macro_rules! pod {
+    ($($t:ty),*) => {
+        $(
+            // SAFETY: a primitive number: every bit pattern is a value, no pointers, no
+            // padding.
+            unsafe impl Pod for $t {}
+        )*
+    };
+}
+pod!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize, f32, f64);
+
+impl Region {
+    /// Reads the `index`th `T` of the data that starts at `offset`, under the lock.
+    ///
+    /// # Panics
+    ///
+    /// When the element is outside the region.
+    pub(crate) fn read_pod<T: Pod>(&self, locked: &Locked<'_>, offset: usize, index: usize) -> T {
+        let mut value = std::mem::MaybeUninit::<T>::uninit();
+        // SAFETY: a `MaybeUninit<T>` is `size_of::<T>()` writable bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(value.as_mut_ptr().cast::<u8>(), size_of::<T>())
+        };
+        self.copy_out(locked, offset + index * size_of::<T>(), bytes);
+        // SAFETY: every byte was written by `copy_out`, and every bit pattern is a valid `T`
+        // (the `Pod` contract).
+        unsafe { value.assume_init() }
+    }
+
+    /// Writes the `index`th `T` of the data that starts at `offset`, under the lock.
+    ///
+    /// # Panics
+    ///
+    /// When the element is outside the region.
+    pub(crate) fn write_pod<T: Pod>(
+        &self,
+        locked: &Locked<'_>,
+        offset: usize,
+        index: usize,
+        value: T,
+    ) {
+        // SAFETY: a `Pod` has no padding, so all of its bytes are initialised.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>())
+        };
+        self.copy_in(locked, offset + index * size_of::<T>(), bytes);
+    }
+}
+
+impl RobustMutex {
+    /// Unlocks a mutex this thread holds, for a guard that was forgotten on purpose (a
+    /// Python-style `release()` after `acquire()`); `EPERM` if this thread does not hold it.
+    pub(crate) fn unlock_held(&self) -> nix::Result<()> {
+        // SAFETY: the mutex was initialised by `init`; unlocking a robust mutex this thread
+        // does not own is refused with EPERM, not undefined.
+        let r = unsafe { libc::pthread_mutex_unlock(self.inner.get()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::from_raw(r))
+        }
+    }
+}
+
+impl Locked<'_> {
+    /// Keeps the mutex locked after this guard is gone (see `RobustMutex::unlock_held`).
+    pub(crate) fn keep_locked(self) {
+        std::mem::forget(self);
+    }
+}

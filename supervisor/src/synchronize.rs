@@ -1,0 +1,704 @@
+//! `Lock`, `Event`, `Value` and `Array`: the first of Python's `multiprocessing.synchronize`
+//! and `sharedctypes`, on shared memory.
+//!
+//! Each object is a small memfd region; a handle travels to a child inside its target's
+//! arguments, and every handle, in any process, names the same memory.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use procvisor::{Process, Value};
+//!
+//! fn add_one(counter: Value<i64>) {
+//!     for _ in 0..1000 {
+//!         *counter.get_lock().unwrap() += 1;
+//!     }
+//! }
+//!
+//! let counter = Value::new(0i64)?;
+//! let mut ps: Vec<Process> = (0..2).map(|_| Process::new(add_one, counter.clone())).collect();
+//! for p in &mut ps {
+//!     p.start()?;
+//! }
+//! for p in &ps {
+//!     p.join(None)?;
+//! }
+//! assert_eq!(counter.get()?, 2000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Robust where CPython deadlocks
+//!
+//! The locks are robust: when a process dies holding one, the next `acquire` does not block
+//! for ever, it succeeds with [`AcquireError::OwnerDied`], which carries the guard: the new
+//! owner looks at what the dead one may have left half-done, then carries on.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use procvisor_worker::handles;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::sys::shm::Pod;
+use crate::sys::shm::{Locked, Region, SyncHeader, futex_wait, futex_wake};
+
+/// Marks an initialised region ("pvsync01").
+const MAGIC: u64 = u64::from_le_bytes(*b"pvsync01");
+
+/// Where a value's data starts: after the header, on its own cache line.
+const DATA_OFFSET: usize = size_of::<SyncHeader>().next_multiple_of(64);
+
+/// Creating or opening a shared object failed.
+#[derive(Debug)]
+pub struct SyncError(Errno);
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shared memory operation failed: {}", self.0.desc())
+    }
+}
+
+impl std::error::Error for SyncError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// An `acquire` that did not simply succeed.
+pub enum AcquireError<G> {
+    /// The previous holder died holding the lock. The lock is ours now (the guard is here);
+    /// what it protects may be half-changed.
+    OwnerDied(G),
+    /// The system call failed (should not happen).
+    Os(Errno),
+}
+
+impl<G> AcquireError<G> {
+    /// The guard, when the lock was acquired after all (owner died).
+    ///
+    /// ```
+    /// let lock = procvisor::Lock::new()?;
+    /// let guard = lock.acquire().or_else(|e| e.into_guard().ok_or("lock failed"))?;
+    /// drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            AcquireError::OwnerDied(g) => Some(g),
+            AcquireError::Os(_) => None,
+        }
+    }
+}
+
+impl<G> fmt::Debug for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcquireError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            AcquireError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for AcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcquireError::OwnerDied(_) => f.write_str("the previous owner died holding the lock"),
+            AcquireError::Os(e) => write!(f, "lock failed: {}", e.desc()),
+        }
+    }
+}
+
+impl<G> std::error::Error for AcquireError<G> {}
+
+/// `release()` of a lock this thread does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseError;
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("release of an unheld lock")
+    }
+}
+
+impl std::error::Error for ReleaseError {}
+
+/// One shared region with a [`SyncHeader`] and `data_len` bytes after it.
+#[derive(Debug)]
+struct Shared {
+    region: Region,
+}
+
+impl Shared {
+    fn create(data_len: usize) -> Result<Arc<Shared>, SyncError> {
+        let region =
+            Region::create(c"procvisor-sync", DATA_OFFSET + data_len.max(1)).map_err(SyncError)?;
+        let h: &SyncHeader = region.header();
+        h.mutex.init().map_err(SyncError)?;
+        h.data_len.store(data_len as u64, Ordering::Relaxed);
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(Arc::new(Shared { region }))
+    }
+
+    fn header(&self) -> &SyncHeader {
+        self.region.header()
+    }
+
+    fn lock(&self, timeout: Option<Duration>) -> Result<Option<(Locked<'_>, bool)>, Errno> {
+        let m = &self.header().mutex;
+        match timeout {
+            None => m.lock().map(Some),
+            Some(t) => m.lock_timeout(t),
+        }
+    }
+}
+
+/// How a shared object travels inside a process's arguments.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    shared: u32,
+}
+
+fn ser_shared<S: Serializer>(shared: &Shared, serializer: S) -> Result<S::Ok, S::Error> {
+    let index = handles::push(shared.region.fd()).map_err(serde::ser::Error::custom)?;
+    Wire { shared: index }.serialize(serializer)
+}
+
+fn de_shared<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    data_len: impl FnOnce(u64) -> bool,
+) -> Result<Arc<Shared>, D::Error> {
+    let wire = Wire::deserialize(deserializer)?;
+    let fd = handles::take(wire.shared).map_err(serde::de::Error::custom)?;
+    let region = Region::open(fd).map_err(serde::de::Error::custom)?;
+    let h: &SyncHeader = region.header();
+    if h.magic.load(Ordering::Acquire) != MAGIC {
+        return Err(serde::de::Error::custom(
+            "the descriptor is not a procvisor lock or value",
+        ));
+    }
+    let len = h.data_len.load(Ordering::Relaxed);
+    if DATA_OFFSET as u64 + len > region.len() as u64 || !data_len(len) {
+        return Err(serde::de::Error::custom("shared object of the wrong size"));
+    }
+    Ok(Arc::new(Shared { region }))
+}
+
+/// A lock shared by processes: Python's `multiprocessing.Lock`, robust against a holder
+/// that dies.
+#[derive(Clone)]
+pub struct Lock {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Lock")
+    }
+}
+
+/// Holds a [`Lock`]; releases it when dropped.
+pub struct LockGuard<'a> {
+    locked: Locked<'a>,
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+impl LockGuard<'_> {
+    /// Keeps the lock held after the guard is gone, for Python-style code that calls
+    /// [`Lock::release`] later.
+    ///
+    /// ```
+    /// let lock = procvisor::Lock::new()?;
+    /// lock.acquire().unwrap().forget();
+    /// lock.release()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forget(self) {
+        self.locked.keep_locked();
+    }
+}
+
+type LockResult<'a> = Result<LockGuard<'a>, AcquireError<LockGuard<'a>>>;
+
+impl Lock {
+    /// A new, unlocked lock.
+    ///
+    /// ```
+    /// let lock = procvisor::Lock::new()?;
+    /// drop(lock.acquire().unwrap());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Result<Lock, SyncError> {
+        Ok(Lock {
+            shared: Shared::create(0)?,
+        })
+    }
+
+    fn wrap(r: Result<(Locked<'_>, bool), Errno>) -> LockResult<'_> {
+        match r {
+            Ok((locked, false)) => Ok(LockGuard { locked }),
+            Ok((locked, true)) => Err(AcquireError::OwnerDied(LockGuard { locked })),
+            Err(e) => Err(AcquireError::Os(e)),
+        }
+    }
+
+    /// Waits for the lock as long as it takes.
+    pub fn acquire(&self) -> LockResult<'_> {
+        Self::wrap(self.shared.header().mutex.lock())
+    }
+
+    /// Waits for the lock at most `timeout`; `None` when it passed (Python's
+    /// `acquire(timeout=..)` returning False).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let lock = procvisor::Lock::new()?;
+    /// let held = lock.acquire().unwrap();
+    /// let other = procvisor::Lock::clone(&lock);
+    /// let t = std::thread::spawn(move || other.acquire_timeout(Duration::from_millis(20)).map(|g| g.is_some()).unwrap_or(true));
+    /// assert!(!t.join().unwrap());
+    /// drop(held);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<LockGuard<'_>>, AcquireError<LockGuard<'_>>> {
+        match self.shared.lock(Some(timeout)) {
+            Ok(None) => Ok(None),
+            Ok(Some(r)) => Self::wrap(Ok(r)).map(Some),
+            Err(e) => Err(AcquireError::Os(e)),
+        }
+    }
+
+    /// Releases a lock held through a forgotten guard ([`LockGuard::forget`]); an error when
+    /// this thread does not hold it.
+    ///
+    /// ```
+    /// let lock = procvisor::Lock::new()?;
+    /// assert!(lock.release().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn release(&self) -> Result<(), ReleaseError> {
+        self.shared
+            .header()
+            .mutex
+            .unlock_held()
+            .map_err(|_| ReleaseError)
+    }
+}
+
+impl Serialize for Lock {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ser_shared(&self.shared, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Lock {
+            shared: de_shared(deserializer, |_| true)?,
+        })
+    }
+}
+
+/// A flag shared by processes that others can wait for: Python's `multiprocessing.Event`.
+#[derive(Clone)]
+pub struct Event {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+impl Event {
+    /// A new event, not set.
+    ///
+    /// ```
+    /// let e = procvisor::Event::new()?;
+    /// assert!(!e.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Result<Event, SyncError> {
+        Ok(Event {
+            shared: Shared::create(0)?,
+        })
+    }
+
+    /// Sets the flag and wakes every waiter, in every process.
+    ///
+    /// ```
+    /// let e = procvisor::Event::new()?;
+    /// e.set();
+    /// assert!(e.wait(None));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self) {
+        let flag = &self.shared.header().flag;
+        if flag.swap(1, Ordering::SeqCst) == 0 {
+            futex_wake(flag, i32::MAX);
+        }
+    }
+
+    /// Clears the flag.
+    ///
+    /// ```
+    /// let e = procvisor::Event::new()?;
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clear(&self) {
+        self.shared.header().flag.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.shared.header().flag.load(Ordering::SeqCst) != 0
+    }
+
+    /// Waits until the flag is set or `timeout` passes (`None`: for ever); returns whether
+    /// it is set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = procvisor::Event::new()?;
+    /// assert!(!e.wait(Some(Duration::from_millis(10))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let flag = &self.shared.header().flag;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if flag.load(Ordering::SeqCst) != 0 {
+                return true;
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    Some(left)
+                }
+            };
+            futex_wait(flag, 0, left);
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ser_shared(&self.shared, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Event {
+            shared: de_shared(deserializer, |_| true)?,
+        })
+    }
+}
+
+/// `N` numbers in shared memory, with a lock: Python's `multiprocessing.Array` (and, with
+/// one element, [`Value`]).
+pub struct Array<T: Pod> {
+    shared: Arc<Shared>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array {
+            shared: self.shared.clone(),
+            len: self.len,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_vec() {
+            Ok(v) => f.debug_tuple("Array").field(&v).finish(),
+            Err(_) => f.write_str("Array(<lock failed>)"),
+        }
+    }
+}
+
+/// Holds an [`Array`]'s (or a [`Value`]'s) lock and gives access to its elements.
+pub struct ArrayGuard<'a, T: Pod> {
+    array: &'a Array<T>,
+    locked: Locked<'a>,
+}
+
+impl<T: Pod> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ArrayGuard")
+    }
+}
+
+impl<T: Pod> ArrayGuard<'_, T> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.array.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.array.len == 0
+    }
+
+    /// Element `i`.
+    ///
+    /// # Panics
+    ///
+    /// When `i` is out of bounds.
+    pub fn get(&self, i: usize) -> T {
+        assert!(
+            i < self.array.len,
+            "index {i} out of bounds ({})",
+            self.array.len
+        );
+        self.array
+            .shared
+            .region
+            .read_pod(&self.locked, DATA_OFFSET, i)
+    }
+
+    /// Sets element `i`.
+    ///
+    /// # Panics
+    ///
+    /// When `i` is out of bounds.
+    pub fn set(&mut self, i: usize, value: T) {
+        assert!(
+            i < self.array.len,
+            "index {i} out of bounds ({})",
+            self.array.len
+        );
+        self.array
+            .shared
+            .region
+            .write_pod(&self.locked, DATA_OFFSET, i, value)
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// A shared array holding `values`.
+    ///
+    /// ```
+    /// let a = procvisor::Array::new(&[1i32, 2, 3])?;
+    /// assert_eq!(a.to_vec()?, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(values: &[T]) -> Result<Array<T>, SyncError> {
+        let array = Array {
+            shared: Shared::create(size_of_val(values))?,
+            len: values.len(),
+            _t: PhantomData,
+        };
+        {
+            let mut g = array.get_lock().map_err(|e| match e {
+                AcquireError::Os(e) => SyncError(e),
+                AcquireError::OwnerDied(_) => SyncError(Errno::EOWNERDEAD),
+            })?;
+            for (i, v) in values.iter().enumerate() {
+                g.set(i, *v);
+            }
+        }
+        Ok(array)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the array's lock (Python's `get_lock()` used in a `with`): read and write
+    /// elements through the guard.
+    ///
+    /// ```
+    /// let a = procvisor::Array::new(&[0u8; 4])?;
+    /// let mut g = a.get_lock().unwrap();
+    /// for i in 0..g.len() {
+    ///     g.set(i, i as u8 * 2);
+    /// }
+    /// drop(g);
+    /// assert_eq!(a.to_vec()?, [0, 2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_lock(&self) -> Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
+        match self.shared.header().mutex.lock() {
+            Ok((locked, false)) => Ok(ArrayGuard {
+                array: self,
+                locked,
+            }),
+            Ok((locked, true)) => Err(AcquireError::OwnerDied(ArrayGuard {
+                array: self,
+                locked,
+            })),
+            Err(e) => Err(AcquireError::Os(e)),
+        }
+    }
+
+    /// A copy of every element, read under the lock (recovering it from a dead holder).
+    pub fn to_vec(&self) -> Result<Vec<T>, SyncError> {
+        let g = self
+            .get_lock()
+            .or_else(|e| e.into_guard().ok_or(SyncError(Errno::EIO)))?;
+        Ok((0..self.len).map(|i| g.get(i)).collect())
+    }
+}
+
+impl<T: Pod> Serialize for Array<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ser_shared(&self.shared, serializer)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut len = 0;
+        let shared = de_shared(deserializer, |bytes| {
+            len = bytes as usize / size_of::<T>().max(1);
+            bytes as usize % size_of::<T>().max(1) == 0
+        })?;
+        Ok(Array {
+            shared,
+            len,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// One number in shared memory, with a lock: Python's `multiprocessing.Value`.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Value<T: Pod>(Array<T>);
+
+impl<T: Pod> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value(self.0.clone())
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.get() {
+            Ok(v) => f.debug_tuple("Value").field(&v).finish(),
+            Err(_) => f.write_str("Value(<lock failed>)"),
+        }
+    }
+}
+
+/// Holds a [`Value`]'s lock; dereferences to a copy of the number that is written back
+/// when the guard is dropped.
+pub struct ValueGuard<'a, T: Pod> {
+    inner: ArrayGuard<'a, T>,
+    value: T,
+}
+
+impl<T: Pod> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ValueGuard")
+    }
+}
+
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T: Pod> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        self.inner.set(0, self.value);
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// A shared number holding `value`.
+    ///
+    /// ```
+    /// let v = procvisor::Value::new(3.5f64)?;
+    /// assert_eq!(v.get()?, 3.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(value: T) -> Result<Value<T>, SyncError> {
+        Array::new(&[value]).map(Value)
+    }
+
+    /// Reads the number under its lock (Python's `v.value`).
+    pub fn get(&self) -> Result<T, SyncError> {
+        Ok(self.0.to_vec()?[0])
+    }
+
+    /// Writes the number under its lock (Python's `v.value = x`).
+    ///
+    /// ```
+    /// let v = procvisor::Value::new(0u32)?;
+    /// v.set(7)?;
+    /// assert_eq!(v.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self, value: T) -> Result<(), SyncError> {
+        let mut g = self
+            .0
+            .get_lock()
+            .or_else(|e| e.into_guard().ok_or(SyncError(Errno::EIO)))?;
+        g.set(0, value);
+        Ok(())
+    }
+
+    /// Takes the lock for a read-modify-write (Python's `with v.get_lock(): v.value += 1`).
+    ///
+    /// ```
+    /// let v = procvisor::Value::new(1i64)?;
+    /// *v.get_lock().unwrap() += 41;
+    /// assert_eq!(v.get()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
+        fn wrap<T: Pod>(inner: ArrayGuard<'_, T>) -> ValueGuard<'_, T> {
+            let value = inner.get(0);
+            ValueGuard { inner, value }
+        }
+        match self.0.get_lock() {
+            Ok(g) => Ok(wrap(g)),
+            Err(AcquireError::OwnerDied(g)) => Err(AcquireError::OwnerDied(wrap(g))),
+            Err(AcquireError::Os(e)) => Err(AcquireError::Os(e)),
+        }
+    }
+}
