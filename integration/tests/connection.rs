@@ -238,3 +238,32 @@ fn a_connection_serializes_only_as_a_process_argument() {
     let mut p = Process::new(dies_holding_a_connection, closed);
     assert!(p.start().unwrap_err().is_serialize());
 }
+
+fn sum_until_eof(mut conn: Connection) -> (u64, u64) {
+    let (mut n, mut sum) = (0, 0);
+    while let Ok((i, _)) = conn.recv::<(u64, String)>() {
+        n += 1;
+        sum += i;
+    }
+    (n, sum)
+}
+
+#[test]
+fn a_batch_arrives_as_separate_messages_and_an_oversized_one_writes_nothing() {
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(sum_until_eof, theirs);
+    p.start().unwrap();
+    let batch: Vec<(u64, String)> = (0..1000).map(|i| (i, "x".repeat(32))).collect();
+    ours.send_batch(&batch).unwrap();
+    // One value over the maximum: the whole batch is refused and nothing is written.
+    ours.set_max_message_len(64);
+    let bad = vec![(1u64, "y".repeat(100)), (2, "z".to_owned())];
+    assert!(matches!(
+        ours.send_batch(&bad),
+        Err(ConnectionError::TooLarge { .. })
+    ));
+    ours.send(&(5000u64, "last".to_owned())).unwrap();
+    ours.close();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(p.result().unwrap(), (1001, 999 * 1000 / 2 + 5000));
+}
