@@ -113,3 +113,91 @@ fn an_event_set_in_one_process_wakes_a_waiter_in_another() {
         assert!(!late.result().unwrap(), "{m}");
     }
 }
+
+fn inside_with_permit((sem, stats): (procvisor::Semaphore, Array<i64>)) {
+    for _ in 0..20 {
+        assert!(sem.acquire(Some(Duration::from_secs(20))));
+        {
+            let mut g = stats.get_lock().unwrap();
+            let inside = g.get(0) + 1;
+            g.set(0, inside);
+            let most = g.get(1).max(inside);
+            g.set(1, most);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        {
+            let mut g = stats.get_lock().unwrap();
+            let inside = g.get(0) - 1;
+            g.set(0, inside);
+        }
+        sem.release().unwrap();
+    }
+}
+
+#[test]
+fn a_semaphore_admits_at_most_its_value_across_processes() {
+    let sem = procvisor::Semaphore::new(2).unwrap();
+    let stats = Array::new(&[0i64, 0]).unwrap(); // [inside now, most inside at once]
+    let mut ps: Vec<Process> = (0..5)
+        .map(|_| Process::new(inside_with_permit, (sem.clone(), stats.clone())))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &ps {
+        p.join(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+    let v = stats.to_vec().unwrap();
+    let (inside, most) = (v[0], v[1]);
+    assert_eq!(inside, 0);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} processes held a permit at once"
+    );
+    assert_eq!(sem.value(), 2);
+    let bounded = procvisor::Semaphore::bounded(1).unwrap();
+    assert!(
+        bounded.release().is_err(),
+        "over-release of a bounded semaphore"
+    );
+}
+
+fn rlock_twice(lock: procvisor::RLock) -> bool {
+    let outer = lock.acquire().unwrap();
+    let inner = lock.acquire().unwrap();
+    drop(inner);
+    drop(outer);
+    true
+}
+
+fn hold_rlock_and_hang((lock, mut ready): (procvisor::RLock, Connection)) {
+    lock.acquire().unwrap().forget();
+    ready.send(&()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn an_rlock_is_reentrant_owned_and_robust() {
+    let lock = procvisor::RLock::new().unwrap();
+    let mut p = Process::new(rlock_twice, lock.clone());
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert!(p.result().unwrap(), "the owner took it twice");
+
+    let (mut ready, theirs) = pipe(true).unwrap();
+    let mut holder = Process::new(hold_rlock_and_hang, (lock.clone(), theirs));
+    holder.start().unwrap();
+    ready.recv::<()>().unwrap();
+    // Only the owner releases.
+    assert!(lock.release().is_err());
+    assert!(
+        lock.acquire_timeout(Duration::from_millis(50))
+            .unwrap()
+            .is_none()
+    );
+    holder.kill().unwrap();
+    holder.join(None).unwrap();
+    assert!(matches!(lock.acquire(), Err(AcquireError::OwnerDied(_))));
+    drop(lock.acquire().unwrap());
+}

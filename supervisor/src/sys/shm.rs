@@ -176,6 +176,15 @@ impl RobustMutex {
     /// Makes the zero-filled mutex a robust, process-shared one. Only the creator of the
     /// region calls this, once, before the region is shared.
     pub(crate) fn init(&self) -> nix::Result<()> {
+        self.init_with(false)
+    }
+
+    /// As [`init`](Self::init), for a mutex its owner may lock again (an `RLock`).
+    pub(crate) fn init_recursive(&self) -> nix::Result<()> {
+        self.init_with(true)
+    }
+
+    fn init_with(&self, recursive: bool) -> nix::Result<()> {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         // SAFETY: the attribute object is initialised by pthread_mutexattr_init before use
         // and destroyed after; the mutex is initialised exactly once, before any process
@@ -185,9 +194,15 @@ impl RobustMutex {
             let attr = attr.as_mut_ptr();
             let r = libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED);
             let r2 = libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST);
+            let kind = if recursive {
+                libc::PTHREAD_MUTEX_RECURSIVE
+            } else {
+                libc::PTHREAD_MUTEX_NORMAL
+            };
+            let r4 = libc::pthread_mutexattr_settype(attr, kind);
             let r3 = libc::pthread_mutex_init(self.inner.get(), attr);
             libc::pthread_mutexattr_destroy(attr);
-            for code in [r, r2, r3] {
+            for code in [r, r2, r4, r3] {
                 if code != 0 {
                     return Err(Errno::from_raw(code));
                 }
