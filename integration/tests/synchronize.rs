@@ -201,3 +201,44 @@ fn an_rlock_is_reentrant_owned_and_robust() {
     assert!(matches!(lock.acquire(), Err(AcquireError::OwnerDied(_))));
     drop(lock.acquire().unwrap());
 }
+
+fn wait_until_five((cond, count): (procvisor::Condition, Value<i64>)) -> bool {
+    let guard = cond.acquire().unwrap();
+    let (_guard, ok) = cond
+        .wait_for(
+            guard,
+            || count.get().unwrap() >= 5,
+            Some(Duration::from_secs(20)),
+        )
+        .unwrap();
+    ok
+}
+
+#[test]
+fn a_condition_wakes_a_waiter_in_another_process() {
+    let cond = procvisor::Condition::new().unwrap();
+    let count = Value::new(0i64).unwrap();
+    let mut waiter = Process::new(wait_until_five, (cond.clone(), count.clone()));
+    waiter.start().unwrap();
+    for _ in 0..5 {
+        let _g = cond.acquire().unwrap();
+        *count.get_lock().unwrap() += 1;
+        cond.notify_all();
+    }
+    let t = Instant::now();
+    waiter.join(Some(Duration::from_secs(30))).unwrap();
+    assert!(waiter.result().unwrap(), "the waiter saw the count reach 5");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "woken, not timed out"
+    );
+
+    // Nobody notifies: wait_for gives up at its timeout and says so.
+    let guard = cond.acquire().unwrap();
+    let t = Instant::now();
+    let (_g, ok) = cond
+        .wait_for(guard, || false, Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(!ok);
+    assert!(t.elapsed() >= Duration::from_millis(100));
+}

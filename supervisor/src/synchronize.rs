@@ -1,4 +1,4 @@
-//! `Lock`, `RLock`, `Semaphore`, `Event`, `Value` and `Array`: the first of Python's `multiprocessing.synchronize`
+//! `Lock`, `RLock`, `Semaphore`, `Condition`, `Event`, `Value` and `Array`: the first of Python's `multiprocessing.synchronize`
 //! and `sharedctypes`, on shared memory.
 //!
 //! Each object is a small memfd region; a handle travels to a child inside its target's
@@ -557,6 +557,160 @@ impl<'de> Deserialize<'de> for Semaphore {
         Ok(Semaphore {
             shared,
             bound: wire.bound,
+        })
+    }
+}
+
+/// A condition variable shared by processes, over its own [`Lock`]: Python's
+/// `multiprocessing.Condition`.
+///
+/// ```
+/// use std::time::Duration;
+/// let cond = procvisor::Condition::new()?;
+/// let guard = cond.acquire().unwrap();
+/// // Nobody notifies: the wait times out, and the lock is held again afterwards.
+/// let (guard, notified) = cond.wait(guard, Some(Duration::from_millis(10))).unwrap();
+/// assert!(!notified);
+/// drop(guard);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Condition {
+    lock: Lock,
+    /// Its event word counts notifications: a waiter sleeps until it moves.
+    seq: Arc<Shared>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Condition")
+    }
+}
+
+impl Condition {
+    /// A condition with a new lock of its own.
+    pub fn new() -> Result<Condition, SyncError> {
+        Self::with_lock(Lock::new()?)
+    }
+
+    /// A condition over an existing lock (shared with code that takes the lock directly).
+    ///
+    /// ```
+    /// let lock = procvisor::Lock::new()?;
+    /// let cond = procvisor::Condition::with_lock(lock.clone())?;
+    /// drop(cond.acquire().unwrap());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_lock(lock: Lock) -> Result<Condition, SyncError> {
+        Ok(Condition {
+            lock,
+            seq: Shared::create(0)?,
+        })
+    }
+
+    /// Takes the condition's lock.
+    pub fn acquire(&self) -> LockResult<'_> {
+        self.lock.acquire()
+    }
+
+    /// Releases the lock, waits for a notification or `timeout` (`None`: for ever), and
+    /// takes the lock again; returns the guard and whether a notification came. As in
+    /// Python, a wake-up may come without the condition holding: re-check it (or use
+    /// [`wait_for`](Condition::wait_for)).
+    pub fn wait<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        timeout: Option<Duration>,
+    ) -> Result<(LockGuard<'a>, bool), AcquireError<LockGuard<'a>>> {
+        let word = &self.seq.header().flag;
+        // Read before unlocking: a notify that comes after the unlock moves the word, and
+        // FUTEX_WAIT then returns at once instead of missing it.
+        let seen = word.load(Ordering::SeqCst);
+        drop(guard);
+        futex_wait(word, seen, timeout);
+        let notified = word.load(Ordering::SeqCst) != seen;
+        self.lock.acquire().map(|g| (g, notified))
+    }
+
+    /// Waits until `ready()` holds (checked under the lock) or `timeout` passes; returns the
+    /// guard and the last result of `ready`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = procvisor::Condition::new()?;
+    /// let guard = cond.acquire().unwrap();
+    /// let (_guard, ok) = cond.wait_for(guard, || true, Some(Duration::from_secs(1))).unwrap();
+    /// assert!(ok);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_for<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        mut ready: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<(LockGuard<'a>, bool), AcquireError<LockGuard<'a>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if ready() {
+                return Ok((guard, true));
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok((guard, false));
+                    }
+                    Some(left)
+                }
+            };
+            guard = self.wait(guard, left)?.0;
+        }
+    }
+
+    /// Wakes up to `n` waiters.
+    pub fn notify(&self, n: u32) {
+        let word = &self.seq.header().flag;
+        word.fetch_add(1, Ordering::SeqCst);
+        futex_wake(word, n.min(i32::MAX as u32) as i32);
+    }
+
+    /// Wakes every waiter.
+    ///
+    /// ```
+    /// procvisor::Condition::new()?.notify_all(); // nobody waits: nothing happens
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn notify_all(&self) {
+        self.notify(u32::MAX);
+    }
+}
+
+/// How a condition travels: its lock and its notification word.
+#[derive(Serialize, Deserialize)]
+struct ConditionWire {
+    lock: Lock,
+    seq: u32,
+}
+
+impl Serialize for Condition {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let seq = handles::push(self.seq.region.fd()).map_err(serde::ser::Error::custom)?;
+        ConditionWire {
+            lock: self.lock.clone(),
+            seq,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = ConditionWire::deserialize(deserializer)?;
+        let seq = open_shared(wire.seq, |_| true).map_err(serde::de::Error::custom)?;
+        Ok(Condition {
+            lock: wire.lock,
+            seq,
         })
     }
 }
