@@ -242,3 +242,69 @@ fn a_condition_wakes_a_waiter_in_another_process() {
     assert!(!ok);
     assert!(t.elapsed() >= Duration::from_millis(100));
 }
+
+fn meet(barrier: procvisor::Barrier) -> Result<usize, String> {
+    barrier
+        .wait(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_barrier_releases_all_parties_with_distinct_indices() {
+    let barrier = procvisor::Barrier::new(3).unwrap();
+    let mut ps: Vec<Process<Result<usize, String>>> = (0..3)
+        .map(|_| Process::new(meet, barrier.clone()))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let mut got: Vec<usize> = ps
+        .iter()
+        .map(|p| {
+            p.join(Some(Duration::from_secs(30))).unwrap();
+            p.result().unwrap().unwrap()
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2]);
+    assert!(!barrier.broken());
+}
+
+#[test]
+fn a_party_that_dies_waiting_breaks_the_barrier_instead_of_hanging() {
+    // CPython's other parties wait for ever here.
+    let barrier = procvisor::Barrier::new(3).unwrap();
+    let mut survivor = Process::new(meet, barrier.clone());
+    let mut victim = Process::new(meet, barrier.clone());
+    survivor.start().unwrap();
+    victim.start().unwrap();
+    assert!(procvisor_integration::wait_until(
+        Duration::from_secs(20),
+        || barrier.n_waiting() == 2
+    ));
+    victim.kill().unwrap();
+    victim.join(None).unwrap();
+    let t = Instant::now();
+    survivor.join(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        survivor.result().unwrap(),
+        Err("the barrier is broken".to_owned())
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "broke after {:?}",
+        t.elapsed()
+    );
+    assert!(barrier.broken());
+    barrier.reset();
+    assert!(!barrier.broken());
+}
+
+#[test]
+fn a_barrier_wait_that_times_out_breaks_it() {
+    let barrier = procvisor::Barrier::new(2).unwrap();
+    let t = Instant::now();
+    assert!(barrier.wait(Some(Duration::from_millis(100))).is_err());
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert!(barrier.broken());
+}

@@ -82,5 +82,5 @@ pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use spawn::{StartMethod, get_start_method, set_start_method};
 pub use status::ExitStatus;
 pub use supervisor::{ChildInfo, ListChildren, Supervisor, supervisor};
-pub use synchronize::{Array, Condition, Event, Lock, RLock, Semaphore, Value};
+pub use synchronize::{Array, Barrier, Condition, Event, Lock, RLock, Semaphore, Value};
 pub use worker::{Worker, WorkerId};

@@ -1,4 +1,4 @@
-//! `Lock`, `RLock`, `Semaphore`, `Condition`, `Event`, `Value` and `Array`: the first of Python's `multiprocessing.synchronize`
+//! `Lock`, `RLock`, `Semaphore`, `Condition`, `Barrier`, `Event`, `Value` and `Array`: the first of Python's `multiprocessing.synchronize`
 //! and `sharedctypes`, on shared memory.
 //!
 //! Each object is a small memfd region; a handle travels to a child inside its target's
@@ -712,6 +712,243 @@ impl<'de> Deserialize<'de> for Condition {
             lock: wire.lock,
             seq,
         })
+    }
+}
+
+/// Slots of a barrier's data: the number of parties, how many wait now, whether it is
+/// broken, how many times it has released, then one pid per party waiting.
+const B_PARTIES: usize = 0;
+const B_COUNT: usize = 1;
+const B_BROKEN: usize = 2;
+const B_RELEASED: usize = 3;
+const B_PIDS: usize = 4;
+
+/// How often a waiting party looks for a dead one.
+const BARRIER_CHECK: Duration = Duration::from_millis(100);
+
+/// A barrier was broken: by a timeout, `abort()`, `reset()`, or a party that died waiting
+/// (Python's `BrokenBarrierError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenBarrierError;
+
+impl fmt::Display for BrokenBarrierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the barrier is broken")
+    }
+}
+
+impl std::error::Error for BrokenBarrierError {}
+
+/// A meeting point for a fixed number of processes: Python's `multiprocessing.Barrier`.
+///
+/// Better than CPython: a party that dies while waiting (or while holding the barrier's
+/// lock) breaks the barrier for the others within about 100 ms, instead of leaving them
+/// waiting for ever.
+///
+/// ```
+/// let b = procvisor::Barrier::new(1)?;
+/// assert_eq!(b.wait(None)?, 0); // one party: released at once
+/// assert_eq!(b.parties(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    array: Array<u64>,
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .finish()
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` processes (at least 1).
+    pub fn new(parties: usize) -> Result<Barrier, SyncError> {
+        let parties = parties.max(1);
+        let mut init = vec![0u64; B_PIDS + parties];
+        init[B_PARTIES] = parties as u64;
+        Ok(Barrier {
+            array: Array::new(&init)?,
+        })
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> usize {
+        self.array.len() - B_PIDS
+    }
+
+    /// How many parties wait now.
+    pub fn n_waiting(&self) -> usize {
+        self.array
+            .to_vec()
+            .map(|v| v[B_COUNT] as usize)
+            .unwrap_or(0)
+    }
+
+    /// Whether the barrier is broken.
+    pub fn broken(&self) -> bool {
+        self.array
+            .to_vec()
+            .map(|v| v[B_BROKEN] != 0)
+            .unwrap_or(true)
+    }
+
+    fn guard(&self) -> ArrayGuard<'_, u64> {
+        match self.array.get_lock() {
+            Ok(g) => g,
+            // A party died holding the lock: what it was doing cannot be trusted, so the
+            // barrier breaks (the others are woken below by the caller's break).
+            Err(AcquireError::OwnerDied(mut g)) => {
+                g.set(B_BROKEN, 1);
+                g
+            }
+            // Only EINVAL-class failures are left, which a mutex initialised at creation
+            // cannot produce.
+            Err(AcquireError::Os(e)) => {
+                panic!("the barrier's mutex, initialised at creation, locks: {e}")
+            }
+        }
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        &self.array.shared.header().flag
+    }
+
+    fn break_locked(&self, g: &mut ArrayGuard<'_, u64>) {
+        g.set(B_BROKEN, 1);
+        g.set(B_COUNT, 0);
+        for i in 0..self.parties() {
+            g.set(B_PIDS + i, 0);
+        }
+        self.word().fetch_add(1, Ordering::SeqCst);
+        futex_wake(self.word(), i32::MAX);
+    }
+
+    /// Waits until every party has called `wait`, or `timeout` passes (which breaks the
+    /// barrier); returns this party's arrival index, from 0 to `parties - 1`.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<usize, BrokenBarrierError> {
+        self.wait_with(timeout, || {})
+    }
+
+    /// As [`wait`](Barrier::wait); the last party to arrive runs `action` before the others
+    /// are released (Python's `action`, supplied at the call since code cannot be shared
+    /// between processes).
+    ///
+    /// ```
+    /// let b = procvisor::Barrier::new(1)?;
+    /// let mut ran = false;
+    /// b.wait_with(None, || ran = true)?;
+    /// assert!(ran);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_with(
+        &self,
+        timeout: Option<Duration>,
+        action: impl FnOnce(),
+    ) -> Result<usize, BrokenBarrierError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let me = std::process::id() as u64;
+        let (index, released) = {
+            let mut g = self.guard();
+            if g.get(B_BROKEN) != 0 {
+                self.break_locked(&mut g);
+                return Err(BrokenBarrierError);
+            }
+            let index = g.get(B_COUNT) as usize;
+            let released = g.get(B_RELEASED);
+            if index + 1 == self.parties() {
+                action();
+                g.set(B_COUNT, 0);
+                for i in 0..self.parties() {
+                    g.set(B_PIDS + i, 0);
+                }
+                g.set(B_RELEASED, released + 1);
+                self.word().fetch_add(1, Ordering::SeqCst);
+                futex_wake(self.word(), i32::MAX);
+                return Ok(index);
+            }
+            g.set(B_COUNT, index as u64 + 1);
+            g.set(B_PIDS + index, me);
+            (index, released)
+        };
+        loop {
+            let seen = self.word().load(Ordering::SeqCst);
+            {
+                let mut g = self.guard();
+                if g.get(B_RELEASED) > released {
+                    return Ok(index);
+                }
+                if g.get(B_BROKEN) != 0 {
+                    self.break_locked(&mut g);
+                    return Err(BrokenBarrierError);
+                }
+                let dead = (0..self.parties()).map(|i| g.get(B_PIDS + i)).any(|pid| {
+                    pid != 0
+                        && pid != me
+                        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                            == Err(Errno::ESRCH)
+                });
+                let late = deadline.is_some_and(|d| Instant::now() >= d);
+                if dead || late {
+                    self.break_locked(&mut g);
+                    return Err(BrokenBarrierError);
+                }
+            }
+            let slice = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(BARRIER_CHECK),
+                None => BARRIER_CHECK,
+            };
+            futex_wait(self.word(), seen, Some(slice));
+        }
+    }
+
+    /// Breaks the barrier: every waiting party, and every later `wait`, fails until
+    /// [`reset`](Barrier::reset).
+    ///
+    /// ```
+    /// let b = procvisor::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// assert!(b.wait(None).is_err());
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort(&self) {
+        let mut g = self.guard();
+        self.break_locked(&mut g);
+    }
+
+    /// Returns the barrier to its initial state; parties waiting now fail with
+    /// [`BrokenBarrierError`].
+    pub fn reset(&self) {
+        let mut g = self.guard();
+        if g.get(B_COUNT) > 0 {
+            self.break_locked(&mut g);
+        }
+        g.set(B_BROKEN, 0);
+    }
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.array.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let array = Array::<u64>::deserialize(deserializer)?;
+        if array.len() <= B_PIDS {
+            return Err(serde::de::Error::custom("not a barrier"));
+        }
+        Ok(Barrier { array })
     }
 }
 
