@@ -58,6 +58,7 @@ pub mod mailbox;
 mod per_process;
 pub mod process;
 pub mod queues;
+pub mod restart;
 mod runtime;
 pub mod spawn;
 mod status;
