@@ -5,13 +5,14 @@
 pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
     /// the `connection_*` benches and their `socketpair_*` floors, the queue benches,
-    /// `actor_request_rtt`.
+    /// `actor_request_rtt`, the sync benches and their `pthread_mutex_*` / `futex_pingpong`
+    /// floors.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
     /// `forkserver`, `spawn`, `fork`, or `-` for the OS floor.
     pub(crate) method: String,
-    /// `ms`, `KiB`, `us` (lower is better), or `msgs/s`, `items/s`, `GB/s` (higher is
+    /// `ms`, `KiB`, `us`, `ns` (lower is better), or `msgs/s`, `items/s`, `GB/s` (higher is
     /// better).
     pub(crate) unit: String,
     /// One value per repetition.
@@ -121,12 +122,23 @@ fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'
         ("connection_oneway_small", _) => os("socketpair_write_small"),
         ("connection_oneway_1mib", _) => os("socketpair_write_1mib"),
         ("actor_request_rtt", _) => Some(("connection_rtt_small", "procvisor", "forkserver")),
+        ("lock_uncontended", _) => os("pthread_mutex_pair"),
+        ("value_contended_2x200k", _) => os("pthread_mutex_2x200k"),
+        ("event_pingpong", _) => os("futex_pingpong"),
         _ => None,
     }
 }
 
+/// Whether `bench` is one of the sync rows (`integration/src/bench/sync.rs`).
+fn sync_row(bench: &str) -> bool {
+    matches!(
+        bench,
+        "lock_uncontended" | "value_contended_2x200k" | "event_pingpong"
+    )
+}
+
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 11] = [
+pub(crate) const TABLE_BENCHES: [&str; 14] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -138,6 +150,9 @@ pub(crate) const TABLE_BENCHES: [&str; 11] = [
     "queue_1p1c_small",
     "queue_2p2c_small",
     "joinable_put_taskdone_join",
+    "lock_uncontended",
+    "value_contended_2x200k",
+    "event_pingpong",
 ];
 /// The start methods, in table order.
 pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];
@@ -209,11 +224,13 @@ pub(crate) fn table(figs: &[Figure]) -> String {
                 _ => "-".to_owned(),
             };
             let vs_floor = match (pvs, floor) {
-                // The connection and actor rows are read against targets such as 1.3×,
-                // 0.8× and 2×.
+                // The connection, actor and sync rows are read against targets such as
+                // 1.3×, 0.8× and 2×.
                 (Some(p), Some((_, f)))
                     if f.median > 0.0
-                        && (bench.starts_with("connection_") || bench.starts_with("actor_")) =>
+                        && (bench.starts_with("connection_")
+                            || bench.starts_with("actor_")
+                            || sync_row(bench)) =>
                 {
                     format!("{:.2}×", p.median / f.median)
                 }
@@ -273,6 +290,7 @@ pub(crate) fn floors(figs: &[Figure]) -> String {
                 match f.unit.as_str() {
                     "ms" => " per op",
                     "us" => " per round trip",
+                    "ns" => " per op",
                     _ => "",
                 },
                 fmt_value(s.min, &f.unit),

@@ -24,8 +24,12 @@
 //!   child echoing `connection_rtt_small`'s message; µs per request, read against the
 //!   procvisor `connection_rtt_small` median (no CPython equivalent); see
 //!   `integration/src/bench/actor.rs`.
-//! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py` and
-//!   `queue_bench.py`, run with `python3`.
+//! - `lock_uncontended`, `value_contended_2x200k` (ns per op) and `event_pingpong` (µs per
+//!   round trip): `procvisor::{Lock, Value, Event}`, with raw process-shared
+//!   `pthread_mutex_t` and futex floors (`pthread_mutex_pair`, `pthread_mutex_2x200k`,
+//!   `futex_pingpong`); see `integration/src/bench/sync.rs`.
+//! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
+//!   `queue_bench.py` and `sync_bench.py`, run with `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -56,6 +60,8 @@ mod json;
 mod queue;
 #[path = "../bench/report.rs"]
 mod report;
+#[path = "../bench/sync.rs"]
+mod sync;
 
 use report::Figure;
 
@@ -131,7 +137,8 @@ fn usage() -> &'static str {
      \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
      \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join,\n\
-     \x20          actor_request_rtt"
+     \x20          actor_request_rtt, lock_uncontended, value_contended_2x200k,\n\
+     \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -315,6 +322,25 @@ fn main() -> ExitCode {
                 record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
             }
             notes.push(queue::note(&cfg, bench));
+        }
+    }
+    for (bench, floor_name) in sync::BENCHES {
+        let m = sync::METHOD.as_str();
+        if cfg.wants(bench) {
+            progress(&format!("procvisor {bench} {m} (and os {floor_name})"));
+            let r = sync::bench(&cfg, bench);
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let args = sync::cpython_args(&cfg, bench);
+                let r = run_cpython(&cfg, SYNC_SCRIPT, bench, m, &args);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+            notes.push(sync::note(&cfg, bench));
+        } else if cfg.wants(floor_name) {
+            progress(&format!("os {floor_name}"));
+            let r = sync::floor_only(&cfg, bench).map(|f| vec![f]);
+            record(&mut figs, r, floor_name, &mut notes);
         }
     }
     // `idle_rss` measures both; keep only what the filter asked for.
@@ -781,6 +807,8 @@ const PROCESS_SCRIPT: &str = "process_bench.py";
 const CONNECTION_SCRIPT: &str = "connection_bench.py";
 /// The CPython script of the queue benches.
 const QUEUE_SCRIPT: &str = "queue_bench.py";
+/// The CPython script of the synchronisation benches.
+const SYNC_SCRIPT: &str = "sync_bench.py";
 
 fn python_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
