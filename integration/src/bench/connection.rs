@@ -41,6 +41,8 @@ use nix::unistd::{ForkResult, Pid, fork};
 use procvisor::connection::{Connection, pipe};
 use procvisor::{Process, StartMethod};
 
+use crate::cpus::allowed_cpus;
+pub(crate) use crate::cpus::{PinSelf, pin};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -96,67 +98,6 @@ impl Placement {
                 child: second,
             },
         })
-    }
-}
-
-/// The CPUs the calling thread may run on, in order.
-fn allowed_cpus() -> Result<Vec<usize>, String> {
-    // SAFETY: `cpu_set_t` is plain bits; all zeroes is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if r != 0 {
-        return Err(format!(
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below `CPU_SETSIZE`, the capacity of `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-/// Pins thread (or process) `tid` to `cpu`; `0` is the calling thread.
-pub(crate) fn pin(tid: libc::pid_t, cpu: usize) -> Result<(), String> {
-    // SAFETY: as in `allowed_cpus`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is one of `allowed_cpus`, below `CPU_SETSIZE`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
-    let r = unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(&set), &set) };
-    if r != 0 {
-        return Err(format!(
-            "sched_setaffinity({tid}, CPU {cpu}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// Pins this thread to one CPU until dropped, then gives it back every CPU it had.
-pub(crate) struct PinSelf {
-    saved: Vec<usize>,
-}
-
-impl PinSelf {
-    pub(crate) fn new(cpu: usize) -> Result<PinSelf, String> {
-        let saved = allowed_cpus()?;
-        pin(0, cpu)?;
-        Ok(PinSelf { saved })
-    }
-}
-
-impl Drop for PinSelf {
-    fn drop(&mut self) {
-        // SAFETY: as in `allowed_cpus`.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for &cpu in &self.saved {
-            // SAFETY: `cpu` came from `allowed_cpus`, below `CPU_SETSIZE`.
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-        }
-        // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     }
 }
 

@@ -40,9 +40,9 @@
 
 use std::time::{Duration, Instant};
 
-use nix::libc;
 use procvisor::{JoinableQueue, Process, Queue, StartMethod};
 
+use crate::cpus::{PinSelf, allowed_cpus, pin_child};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -187,76 +187,6 @@ impl Placement {
                 list(cons)
             ),
         }
-    }
-}
-
-/// The CPUs the calling thread may run on, in order.
-fn allowed_cpus() -> Result<Vec<usize>, String> {
-    // SAFETY: `cpu_set_t` is plain bits; all zeroes is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if r != 0 {
-        return Err(format!(
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below `CPU_SETSIZE`, the capacity of `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect();
-    if cpus.is_empty() {
-        return Err("sched_getaffinity: no CPU".to_owned());
-    }
-    Ok(cpus)
-}
-
-/// Sets the calling thread's CPUs.
-fn set_cpus(cpus: &[usize]) -> Result<(), String> {
-    // SAFETY: as in `allowed_cpus`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &cpu in cpus {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(format!("CPU {cpu} is out of range"));
-        }
-        // SAFETY: `cpu` is below `CPU_SETSIZE`, checked above.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    if r != 0 {
-        return Err(format!(
-            "sched_setaffinity({cpus:?}): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// Pins a child's calling thread (the one running its target) to `cpu`, if any.
-fn pin_child(cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
-        set_cpus(&[cpu]).expect("queue bench child: pin");
-    }
-}
-
-/// Pins this thread to one CPU until dropped, then gives it back every CPU it had.
-struct PinSelf {
-    saved: Vec<usize>,
-}
-
-impl PinSelf {
-    fn new(cpu: usize) -> Result<PinSelf, String> {
-        let saved = allowed_cpus()?;
-        set_cpus(&[cpu])?;
-        Ok(PinSelf { saved })
-    }
-}
-
-impl Drop for PinSelf {
-    fn drop(&mut self) {
-        let _ = set_cpus(&self.saved);
     }
 }
 

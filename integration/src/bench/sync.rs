@@ -46,7 +46,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 use procvisor::connection::{Connection, pipe};
 use procvisor::{Event, Lock, Process, StartMethod, Value};
 
-use crate::connection::{PinSelf, pin};
+use crate::cpus::{PinSelf, allowed_cpus, pin, pin_child};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -175,31 +175,6 @@ impl Placement {
                 cpus.join(", ")
             ),
         }
-    }
-}
-
-/// The CPUs the calling thread may run on, in order.
-fn allowed_cpus() -> Result<Vec<usize>, String> {
-    // SAFETY: `cpu_set_t` is plain bits; all zeroes is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if r != 0 {
-        return Err(format!(
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok((0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below `CPU_SETSIZE`, the capacity of `set`.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
-}
-
-/// Pins a procvisor child's calling thread (the one running its target) to `cpu`, if any.
-fn pin_child(cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
-        pin(0, cpu).expect("sync bench child: pin");
     }
 }
 

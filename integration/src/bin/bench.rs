@@ -54,6 +54,8 @@ use procvisor::{Process, StartMethod};
 mod actor;
 #[path = "../bench/connection.rs"]
 mod connection;
+#[path = "../bench/cpus.rs"]
+mod cpus;
 #[path = "../bench/json.rs"]
 mod json;
 #[path = "../bench/queue.rs"]
