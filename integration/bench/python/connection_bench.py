@@ -27,19 +27,20 @@ Prints one JSON object per line to stdout:
   {"bench": NAME, "impl": "cpython", "method": METHOD, "value": NUMBER,
    "unit": UNIT, "rep": i}
 
-Stdlib only. All work happens under ``if __name__ == "__main__"`` because the
-spawn and forkserver start methods re-import this module in the children.
+Stdlib only (plus bench_common.py, next to it). All work happens under
+``if __name__ == "__main__"`` because the spawn and forkserver start methods
+re-import this module in the children.
 """
 
-import json
 import multiprocessing
-import os
 import sys
 import time
 
+import bench_common
+
 BENCHES = ("connection_rtt_small", "connection_oneway_small",
            "connection_oneway_1mib")
-METHODS = ("fork", "spawn", "forkserver")
+CLI = bench_common.Cli("connection_bench.py", BENCHES, "[--cpus P,C]")
 TEXT = "abcdefghijklmnopqrstuvwxyz012345"
 MIB = 1 << 20
 # (full, quick) messages or round trips per batch.
@@ -55,14 +56,9 @@ UNIT = {
 }
 
 
-def pin(cpu):
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
 def echo_child(conn, cpu):
     """Send back every message until None."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         obj = conn.recv()
         if obj is None:
@@ -73,7 +69,7 @@ def echo_child(conn, cpu):
 
 def count_child(conn, cpu):
     """Receive n, then n messages, reply with the count; until None."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         n = conn.recv()
         if n is None:
@@ -88,7 +84,7 @@ def count_child(conn, cpu):
 
 def count_bytes_child(conn, cpu):
     """Receive n, then n byte messages, reply with their total length; until None."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         n = conn.recv()
         if n is None:
@@ -107,27 +103,6 @@ CHILD = {
 }
 
 
-def usage_error(reason):
-    print(f"connection_bench.py: {reason} "
-          f"(usage: connection_bench.py {{{'|'.join(BENCHES)}}} "
-          f"{{{'|'.join(METHODS)}}} REPS [--quick] [--cpus P,C])",
-          file=sys.stderr)
-    sys.exit(2)
-
-
-def fail(reason):
-    print(f"connection_bench.py: {reason}", file=sys.stderr)
-    sys.exit(1)
-
-
-def emit(bench, method, value, unit, rep):
-    # flush every line: with the fork method a child would otherwise flush a
-    # copy of the parent's pending stdout buffer on exit.
-    print(json.dumps({"bench": bench, "impl": "cpython", "method": method,
-                      "value": value, "unit": unit, "rep": rep}),
-          flush=True)
-
-
 def batch_rtt(conn, n):
     """n round trips; microseconds per round trip."""
     t0 = time.perf_counter()
@@ -135,7 +110,7 @@ def batch_rtt(conn, n):
         conn.send((i, TEXT))
         j, _ = conn.recv()
         if j != i:
-            fail(f"echo sent back {j} for {i}")
+            CLI.fail(f"echo sent back {j} for {i}")
     return (time.perf_counter() - t0) * 1e6 / n
 
 
@@ -148,7 +123,7 @@ def batch_oneway_small(conn, n):
     count = conn.recv()
     elapsed = time.perf_counter() - t0
     if count != n:
-        fail(f"the child counted {count} messages of {n}")
+        CLI.fail(f"the child counted {count} messages of {n}")
     return n / elapsed
 
 
@@ -164,7 +139,7 @@ def batch_oneway_1mib(conn, n):
     total = conn.recv()
     elapsed = time.perf_counter() - t0
     if total != n * MIB:
-        fail(f"the child received {total} bytes of {n * MIB}")
+        CLI.fail(f"the child received {total} bytes of {n * MIB}")
     return n * MIB / elapsed / 1e9
 
 
@@ -184,65 +159,19 @@ def run(ctx, bench, method, reps, quick, child_cpu):
     batch = BATCH_FN[bench]
     batch(parent_conn, max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(parent_conn, n), 4), UNIT[bench], rep)
+        bench_common.emit(bench, method, round(batch(parent_conn, n), 4),
+                          UNIT[bench], rep)
     parent_conn.send(None)
-    p.join(10)
-    if p.exitcode is None:
-        p.kill()
-        p.join()
-        fail(f"child {p.pid} did not exit when told to")
-    if p.exitcode != 0:
-        fail(f"child {p.pid} exited with {p.exitcode}")
+    CLI.join_all([p])
     parent_conn.close()
 
 
-def parse_cpus(value):
-    try:
-        parent, child = (int(c) for c in value.split(","))
-    except ValueError:
-        usage_error(f"--cpus wants P,C (two CPU numbers), got {value!r}")
-    allowed = os.sched_getaffinity(0)
-    for cpu in (parent, child):
-        if cpu not in allowed:
-            usage_error(f"CPU {cpu} is not in this process's affinity "
-                        f"{sorted(allowed)}")
-    return parent, child
-
-
 def main(argv):
-    cpus = None
-    if "--cpus" in argv:
-        i = argv.index("--cpus")
-        if i + 1 >= len(argv):
-            usage_error("--cpus wants a value")
-        cpus = parse_cpus(argv[i + 1])
-        argv = argv[:i] + argv[i + 2:]
-    args = [a for a in argv if a != "--quick"]
-    quick = len(args) != len(argv)
-    unknown = [a for a in args if a.startswith("--")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]!r}")
-    if len(args) != 3:
-        usage_error(f"expected 3 positional arguments, got {len(args)}")
-    bench, method, reps_s = args
-    if bench not in BENCHES:
-        usage_error(f"unknown BENCH {bench!r}")
-    if method not in METHODS:
-        usage_error(f"unknown METHOD {method!r}")
-    if method not in multiprocessing.get_all_start_methods():
-        usage_error(f"start method {method!r} not available on this platform")
-    try:
-        reps = int(reps_s)
-    except ValueError:
-        reps = 0
-    if reps < 1:
-        usage_error(f"REPS must be a positive integer, got {reps_s!r}")
-
-    child_cpu = None
-    if cpus is not None:
-        # Before the forkserver (or any child) starts: they inherit it.
-        pin(cpus[0])
-        child_cpu = cpus[1]
+    cpus_s, argv = CLI.take_option(argv, "--cpus")
+    cpus = CLI.parse_cpus(cpus_s, 1, "P,C", "two CPU numbers",
+                          count_in_form=True)
+    bench, method, reps, quick = CLI.parse_args(argv)
+    (child_cpu,) = bench_common.place(cpus, 1)
     run(multiprocessing.get_context(method), bench, method, reps, quick,
         child_cpu)
     return 0

@@ -11,18 +11,20 @@ Prints one JSON object per line to stdout:
   {"bench": NAME, "impl": "cpython", "method": METHOD, "value": NUMBER,
    "unit": UNIT, "rep": i}
 
-Stdlib only. All work happens under ``if __name__ == "__main__"`` because the
-spawn and forkserver start methods re-import this module in the children.
+Stdlib only (plus bench_common.py, next to it). All work happens under
+``if __name__ == "__main__"`` because the spawn and forkserver start methods
+re-import this module in the children.
 """
 
-import json
 import multiprocessing
 import sys
 import time
 
+import bench_common
+
 BENCHES = ("start_join", "start_100", "idle_rss")
-METHODS = ("fork", "spawn", "forkserver")
 START_100_COUNT = 100
+CLI = bench_common.Cli("process_bench.py", BENCHES)
 
 
 def noop():
@@ -36,34 +38,11 @@ def idle_child(conn):
     conn.close()
 
 
-def usage_error(reason):
-    print(f"process_bench.py: {reason} "
-          f"(usage: process_bench.py {{{'|'.join(BENCHES)}}} "
-          f"{{{'|'.join(METHODS)}}} REPS [--quick])",
-          file=sys.stderr)
-    sys.exit(2)
-
-
-def emit(bench, method, value, unit, rep):
-    # flush every line: with the fork method a child would otherwise flush a
-    # copy of the parent's pending stdout buffer on exit.
-    print(json.dumps({"bench": bench, "impl": "cpython", "method": method,
-                      "value": value, "unit": unit, "rep": rep}),
-          flush=True)
-
-
-def check_exit(proc):
-    if proc.exitcode != 0:
-        print(f"process_bench.py: child {proc.pid} exited with "
-              f"{proc.exitcode}", file=sys.stderr)
-        sys.exit(1)
-
-
 def start_join_once(ctx):
     p = ctx.Process(target=noop)
     p.start()
     p.join()
-    check_exit(p)
+    CLI.check_exit(p)
 
 
 def warm_up(ctx):
@@ -82,8 +61,8 @@ def bench_start_join(ctx, method, reps, quick):
         for _ in range(batch):
             start_join_once(ctx)
         elapsed = time.perf_counter() - t0
-        emit("start_join", method, round(elapsed * 1000.0 / batch, 4), "ms",
-             rep)
+        bench_common.emit("start_join", method,
+                          round(elapsed * 1000.0 / batch, 4), "ms", rep)
 
 
 def bench_start_100(ctx, method, reps, quick):
@@ -97,8 +76,9 @@ def bench_start_100(ctx, method, reps, quick):
             p.join()
         elapsed = time.perf_counter() - t0
         for p in procs:
-            check_exit(p)
-        emit("start_100", method, round(elapsed * 1000.0, 4), "ms", rep)
+            CLI.check_exit(p)
+        bench_common.emit("start_100", method, round(elapsed * 1000.0, 4),
+                          "ms", rep)
 
 
 def read_vmrss_kib(pid):
@@ -142,33 +122,13 @@ def bench_idle_rss(ctx, method, reps, quick):
         parent_conn.send("exit")
         p.join()
         parent_conn.close()
-        check_exit(p)
-        emit("idle_rss", method, rss, "KiB", rep)
-        emit("idle_uss", method, uss, "KiB", rep)
+        CLI.check_exit(p)
+        bench_common.emit("idle_rss", method, rss, "KiB", rep)
+        bench_common.emit("idle_uss", method, uss, "KiB", rep)
 
 
 def main(argv):
-    args = [a for a in argv if a != "--quick"]
-    quick = len(args) != len(argv)
-    unknown = [a for a in args if a.startswith("--")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]!r}")
-    if len(args) != 3:
-        usage_error(f"expected 3 positional arguments, got {len(args)}")
-    bench, method, reps_s = args
-    if bench not in BENCHES:
-        usage_error(f"unknown BENCH {bench!r}")
-    if method not in METHODS:
-        usage_error(f"unknown METHOD {method!r}")
-    if method not in multiprocessing.get_all_start_methods():
-        usage_error(f"start method {method!r} not available on this platform")
-    try:
-        reps = int(reps_s)
-    except ValueError:
-        reps = 0
-    if reps < 1:
-        usage_error(f"REPS must be a positive integer, got {reps_s!r}")
-
+    bench, method, reps, quick = CLI.parse_args(argv)
     ctx = multiprocessing.get_context(method)
     {"start_join": bench_start_join,
      "start_100": bench_start_100,

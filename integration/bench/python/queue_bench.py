@@ -35,19 +35,19 @@ Prints one JSON object per line to stdout:
   {"bench": NAME, "impl": "cpython", "method": METHOD, "value": NUMBER,
    "unit": "items/s", "rep": i}
 
-Stdlib only. All work happens under ``if __name__ == "__main__"`` because the
-spawn and forkserver start methods re-import this module in the children.
+Stdlib only (plus bench_common.py, next to it). All work happens under
+``if __name__ == "__main__"`` because the spawn and forkserver start methods
+re-import this module in the children.
 """
 
-import json
 import multiprocessing
-import os
 import sys
 import time
 
+import bench_common
+
 BENCHES = ("queue_1p1c_small", "queue_2p2c_small",
            "joinable_put_taskdone_join")
-METHODS = ("fork", "spawn", "forkserver")
 TEXT = "abcdefghijklmnopqrstuvwxyz012345"
 UNIT = "items/s"
 # (full, quick) items per batch.
@@ -63,16 +63,13 @@ SHAPE = {
     "joinable_put_taskdone_join": (0, 2),
 }
 STOP = -1  # the i of the item that ends a joinable worker
-
-
-def pin(cpu):
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+CLI = bench_common.Cli("queue_bench.py", BENCHES,
+                       "[--items N] [--cpus P,C1,C2,...]")
 
 
 def producer(ctl, q, cpu):
     """For each count n on ctl, put (0, TEXT) ... (n - 1, TEXT); until 0."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         n = ctl.get()
         if n == 0:
@@ -87,7 +84,7 @@ def producer(ctl, q, cpu):
 def consumer(ctl, q, done, cpu):
     """For each count n on ctl, get n items, then put (whole items, sum of
     their i) on done; until 0."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         n = ctl.get()
         if n == 0:
@@ -105,7 +102,7 @@ def consumer(ctl, q, done, cpu):
 def worker(q, done, cpu):
     """Get and mark done until the STOP item, then put the whole-item count
     on done."""
-    pin(cpu)
+    bench_common.pin(cpu)
     count = 0
     while True:
         i, text = q.get()
@@ -117,42 +114,9 @@ def worker(q, done, cpu):
     done.put(count)
 
 
-def usage_error(reason):
-    print(f"queue_bench.py: {reason} "
-          f"(usage: queue_bench.py {{{'|'.join(BENCHES)}}} "
-          f"{{{'|'.join(METHODS)}}} REPS [--quick] [--items N] "
-          f"[--cpus P,C1,C2,...])",
-          file=sys.stderr)
-    sys.exit(2)
-
-
-def fail(reason):
-    print(f"queue_bench.py: {reason}", file=sys.stderr)
-    sys.exit(1)
-
-
-def emit(bench, method, value, rep):
-    # flush every line: with the fork method a child would otherwise flush a
-    # copy of the parent's pending stdout buffer on exit.
-    print(json.dumps({"bench": bench, "impl": "cpython", "method": method,
-                      "value": value, "unit": UNIT, "rep": rep}),
-          flush=True)
-
-
 def share(n, k, parts):
     """Child k's share of n items among parts."""
     return n // parts + (1 if k < n % parts else 0)
-
-
-def join_all(procs):
-    for p in procs:
-        p.join(10)
-        if p.exitcode is None:
-            p.kill()
-            p.join()
-            fail(f"child {p.pid} did not exit when told to")
-        if p.exitcode != 0:
-            fail(f"child {p.pid} exited with {p.exitcode}")
 
 
 def run_queue(ctx, bench, method, reps, n, cpus):
@@ -184,16 +148,16 @@ def run_queue(ctx, bench, method, reps, n, cpus):
         want = sum(m * (m - 1) // 2
                    for m in (share(n, k, n_prod) for k in range(n_prod)))
         if count != n or total != want:
-            fail(f"the consumers received {count} whole items of {n} "
-                 f"(sum of i {total}, not {want})")
+            CLI.fail(f"the consumers received {count} whole items of {n} "
+                     f"(sum of i {total}, not {want})")
         return n / elapsed
 
     batch(max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(n), 4), rep)
+        bench_common.emit(bench, method, round(batch(n), 4), UNIT, rep)
     for ctl in prod_ctl + cons_ctl:
         ctl.put(0)
-    join_all(procs)
+    CLI.join_all(procs)
 
 
 def run_joinable(ctx, bench, method, reps, n, cpus):
@@ -217,81 +181,26 @@ def run_joinable(ctx, bench, method, reps, n, cpus):
     put_total += max(1, n // 10)
     batch(max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(n), 4), rep)
+        bench_common.emit(bench, method, round(batch(n), 4), UNIT, rep)
         put_total += n
     for _ in procs:
         q.put((STOP, ""))
     got = sum(done.get() for _ in procs)
-    join_all(procs)
+    CLI.join_all(procs)
     if got != put_total:
-        fail(f"the workers received {got} whole items of {put_total}")
-
-
-def parse_cpus(value, children):
-    try:
-        cpus = [int(c) for c in value.split(",")]
-    except ValueError:
-        usage_error(f"--cpus wants P,C1,C2,... (CPU numbers), got {value!r}")
-    if len(cpus) != 1 + children:
-        usage_error(f"--cpus wants {1 + children} CPUs for this bench "
-                    f"(this process, then each child), got {len(cpus)}")
-    allowed = os.sched_getaffinity(0)
-    for cpu in cpus:
-        if cpu not in allowed:
-            usage_error(f"CPU {cpu} is not in this process's affinity "
-                        f"{sorted(allowed)}")
-    return cpus
-
-
-def take_option(argv, name):
-    """(value of --name or None, argv without it)."""
-    if name not in argv:
-        return None, argv
-    i = argv.index(name)
-    if i + 1 >= len(argv):
-        usage_error(f"{name} wants a value")
-    return argv[i + 1], argv[:i] + argv[i + 2:]
+        CLI.fail(f"the workers received {got} whole items of {put_total}")
 
 
 def main(argv):
-    cpus_s, argv = take_option(argv, "--cpus")
-    items_s, argv = take_option(argv, "--items")
-    args = [a for a in argv if a != "--quick"]
-    quick = len(args) != len(argv)
-    unknown = [a for a in args if a.startswith("--")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]!r}")
-    if len(args) != 3:
-        usage_error(f"expected 3 positional arguments, got {len(args)}")
-    bench, method, reps_s = args
-    if bench not in BENCHES:
-        usage_error(f"unknown BENCH {bench!r}")
-    if method not in METHODS:
-        usage_error(f"unknown METHOD {method!r}")
-    if method not in multiprocessing.get_all_start_methods():
-        usage_error(f"start method {method!r} not available on this platform")
-    try:
-        reps = int(reps_s)
-    except ValueError:
-        reps = 0
-    if reps < 1:
-        usage_error(f"REPS must be a positive integer, got {reps_s!r}")
+    cpus_s, argv = CLI.take_option(argv, "--cpus")
+    items_s, argv = CLI.take_option(argv, "--items")
+    bench, method, reps, quick = CLI.parse_args(argv)
     n = BATCH[bench][1 if quick else 0]
     if items_s is not None:
-        try:
-            n = int(items_s)
-        except ValueError:
-            n = 0
-        if n < 1:
-            usage_error(f"--items must be a positive integer, got {items_s!r}")
-
+        n = CLI.positive_int(items_s, "--items")
     children = sum(SHAPE[bench])
-    child_cpus = [None] * children
-    if cpus_s is not None:
-        cpus = parse_cpus(cpus_s, children)
-        # Before the forkserver (or any child) starts: they inherit it.
-        pin(cpus[0])
-        child_cpus = cpus[1:]
+    cpus = CLI.parse_cpus(cpus_s, children, "P,C1,C2,...")
+    child_cpus = bench_common.place(cpus, children)
     ctx = multiprocessing.get_context(method)
     if bench == "joinable_put_taskdone_join":
         run_joinable(ctx, bench, method, reps, n, child_cpus)

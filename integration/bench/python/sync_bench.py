@@ -38,18 +38,18 @@ Prints one JSON object per line to stdout:
   {"bench": NAME, "impl": "cpython", "method": METHOD, "value": NUMBER,
    "unit": "ns" | "us", "rep": i}
 
-Stdlib only. All work happens under ``if __name__ == "__main__"`` because the
-spawn and forkserver start methods re-import this module in the children.
+Stdlib only (plus bench_common.py, next to it). All work happens under
+``if __name__ == "__main__"`` because the spawn and forkserver start methods
+re-import this module in the children.
 """
 
-import json
 import multiprocessing
-import os
 import sys
 import time
 
+import bench_common
+
 BENCHES = ("lock_uncontended", "value_contended_2x200k", "event_pingpong")
-METHODS = ("fork", "spawn", "forkserver")
 UNIT = {"lock_uncontended": "ns", "value_contended_2x200k": "ns",
         "event_pingpong": "us"}
 # (full, quick) operations per batch.
@@ -61,17 +61,14 @@ BATCH = {
 # Child processes of each bench.
 CHILDREN = {"lock_uncontended": 0, "value_contended_2x200k": 2,
             "event_pingpong": 1}
-
-
-def pin(cpu):
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+CLI = bench_common.Cli("sync_bench.py", BENCHES,
+                       "[--items N] [--cpus P[,C1[,C2]]]")
 
 
 def incrementer(ctl, done, v, cpu):
     """For each count n on ctl, n increments under the value's lock, then n on
     done; until 0."""
-    pin(cpu)
+    bench_common.pin(cpu)
     lock = v.get_lock()
     while True:
         n = ctl.get()
@@ -86,7 +83,7 @@ def incrementer(ctl, done, v, cpu):
 def ponger(ctl, e1, e2, cpu):
     """For each count n on ctl, n times: wait for e1, clear it, set e2; until
     0."""
-    pin(cpu)
+    bench_common.pin(cpu)
     while True:
         n = ctl.get()
         if n == 0:
@@ -95,39 +92,6 @@ def ponger(ctl, e1, e2, cpu):
             e1.wait()
             e1.clear()
             e2.set()
-
-
-def usage_error(reason):
-    print(f"sync_bench.py: {reason} "
-          f"(usage: sync_bench.py {{{'|'.join(BENCHES)}}} "
-          f"{{{'|'.join(METHODS)}}} REPS [--quick] [--items N] "
-          f"[--cpus P[,C1[,C2]]])",
-          file=sys.stderr)
-    sys.exit(2)
-
-
-def fail(reason):
-    print(f"sync_bench.py: {reason}", file=sys.stderr)
-    sys.exit(1)
-
-
-def emit(bench, method, value, rep):
-    # flush every line: with the fork method a child would otherwise flush a
-    # copy of the parent's pending stdout buffer on exit.
-    print(json.dumps({"bench": bench, "impl": "cpython", "method": method,
-                      "value": value, "unit": UNIT[bench], "rep": rep}),
-          flush=True)
-
-
-def join_all(procs):
-    for p in procs:
-        p.join(10)
-        if p.exitcode is None:
-            p.kill()
-            p.join()
-            fail(f"child {p.pid} did not exit when told to")
-        if p.exitcode != 0:
-            fail(f"child {p.pid} exited with {p.exitcode}")
 
 
 def run_lock(ctx, bench, method, reps, n, cpus):
@@ -143,7 +107,8 @@ def run_lock(ctx, bench, method, reps, n, cpus):
 
     batch(max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(n), 4), rep)
+        bench_common.emit(bench, method, round(batch(n), 4), UNIT[bench],
+                          rep)
 
 
 def run_value(ctx, bench, method, reps, n, cpus):
@@ -165,15 +130,16 @@ def run_value(ctx, bench, method, reps, n, cpus):
         elapsed = time.perf_counter() - t0
         expected += n * len(ctls)
         if got != n * len(ctls) or v.value != expected:
-            fail(f"the value is {v.value}, not {expected}")
+            CLI.fail(f"the value is {v.value}, not {expected}")
         return elapsed * 1e9 / (n * len(ctls))
 
     batch(max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(n), 4), rep)
+        bench_common.emit(bench, method, round(batch(n), 4), UNIT[bench],
+                          rep)
     for ctl in ctls:
         ctl.put(0)
-    join_all(procs)
+    CLI.join_all(procs)
 
 
 def run_event(ctx, bench, method, reps, n, cpus):
@@ -193,76 +159,22 @@ def run_event(ctx, bench, method, reps, n, cpus):
 
     batch(max(1, n // 10))  # warm-up, not measured
     for rep in range(reps):
-        emit(bench, method, round(batch(n), 4), rep)
+        bench_common.emit(bench, method, round(batch(n), 4), UNIT[bench],
+                          rep)
     ctl.put(0)
-    join_all([proc])
-
-
-def parse_cpus(value, children):
-    try:
-        cpus = [int(c) for c in value.split(",")]
-    except ValueError:
-        usage_error(f"--cpus wants P[,C1[,C2]] (CPU numbers), got {value!r}")
-    if len(cpus) != 1 + children:
-        usage_error(f"--cpus wants {1 + children} CPUs for this bench "
-                    f"(this process, then each child), got {len(cpus)}")
-    allowed = os.sched_getaffinity(0)
-    for cpu in cpus:
-        if cpu not in allowed:
-            usage_error(f"CPU {cpu} is not in this process's affinity "
-                        f"{sorted(allowed)}")
-    return cpus
-
-
-def take_option(argv, name):
-    """(value of --name or None, argv without it)."""
-    if name not in argv:
-        return None, argv
-    i = argv.index(name)
-    if i + 1 >= len(argv):
-        usage_error(f"{name} wants a value")
-    return argv[i + 1], argv[:i] + argv[i + 2:]
+    CLI.join_all([proc])
 
 
 def main(argv):
-    cpus_s, argv = take_option(argv, "--cpus")
-    items_s, argv = take_option(argv, "--items")
-    args = [a for a in argv if a != "--quick"]
-    quick = len(args) != len(argv)
-    unknown = [a for a in args if a.startswith("--")]
-    if unknown:
-        usage_error(f"unknown option {unknown[0]!r}")
-    if len(args) != 3:
-        usage_error(f"expected 3 positional arguments, got {len(args)}")
-    bench, method, reps_s = args
-    if bench not in BENCHES:
-        usage_error(f"unknown BENCH {bench!r}")
-    if method not in METHODS:
-        usage_error(f"unknown METHOD {method!r}")
-    if method not in multiprocessing.get_all_start_methods():
-        usage_error(f"start method {method!r} not available on this platform")
-    try:
-        reps = int(reps_s)
-    except ValueError:
-        reps = 0
-    if reps < 1:
-        usage_error(f"REPS must be a positive integer, got {reps_s!r}")
+    cpus_s, argv = CLI.take_option(argv, "--cpus")
+    items_s, argv = CLI.take_option(argv, "--items")
+    bench, method, reps, quick = CLI.parse_args(argv)
     n = BATCH[bench][1 if quick else 0]
     if items_s is not None:
-        try:
-            n = int(items_s)
-        except ValueError:
-            n = 0
-        if n < 1:
-            usage_error(f"--items must be a positive integer, got {items_s!r}")
-
+        n = CLI.positive_int(items_s, "--items")
     children = CHILDREN[bench]
-    child_cpus = [None] * children
-    if cpus_s is not None:
-        cpus = parse_cpus(cpus_s, children)
-        # Before the forkserver (or any child) starts: they inherit it.
-        pin(cpus[0])
-        child_cpus = cpus[1:]
+    cpus = CLI.parse_cpus(cpus_s, children, "P[,C1[,C2]]")
+    child_cpus = bench_common.place(cpus, children)
     ctx = multiprocessing.get_context(method)
     run = {"lock_uncontended": run_lock, "value_contended_2x200k": run_value,
            "event_pingpong": run_event}[bench]
