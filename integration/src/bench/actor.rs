@@ -23,6 +23,7 @@ use procvisor::mailbox::{self, Call, Mailbox};
 use crate::connection::{
     END_DEADLINE, Kind, METHOD, PinSelf, Placement, PvChild, Small, TEXT, pin,
 };
+use crate::measure;
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -151,18 +152,5 @@ async fn requests(addr: &Addr<Mailbox<Req, Small>>, n: usize) -> Result<f64, Str
 
 /// Joins the child once its mailbox is closed (it ends on the end of the stream).
 fn finish(process: &Process<()>) -> Result<(), String> {
-    process
-        .join(Some(END_DEADLINE))
-        .map_err(|e| format!("join: {e}"))?;
-    match process.exitcode() {
-        Ok(Some(0)) => Ok(()),
-        Ok(None) => {
-            let _ = process.kill();
-            let _ = process.join(None);
-            Err(format!(
-                "the child did not end within {END_DEADLINE:?} of the mailbox's close"
-            ))
-        }
-        other => Err(format!("the child ended with {other:?}")),
-    }
+    measure::join_told(process, END_DEADLINE, "the mailbox's close")
 }

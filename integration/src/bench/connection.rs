@@ -43,6 +43,7 @@ use procvisor::{Process, StartMethod};
 
 use crate::cpus::allowed_cpus;
 pub(crate) use crate::cpus::{PinSelf, pin};
+use crate::measure;
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -199,17 +200,7 @@ pub(crate) fn bench(cfg: &Config, bench: &str) -> Result<Vec<Figure>, String> {
         let pid = pv.process.pid().map_err(|e| e.to_string())?;
         pin(pid.ok_or("no pid after start")?, p.child)?;
     }
-    let measured = (|| {
-        floor.batch(n / 10)?;
-        pv.batch(n / 10)?;
-        let mut values = Vec::with_capacity(cfg.reps());
-        let mut floor_values = Vec::with_capacity(cfg.reps());
-        for _ in 0..cfg.reps() {
-            floor_values.push(floor.batch(n)?);
-            values.push(pv.batch(n)?);
-        }
-        Ok::<_, String>((values, floor_values))
-    })();
+    let measured = measure::alternate(cfg.reps(), n, |k| floor.batch(k), |k| pv.batch(k));
     let floor_end = floor.end();
     let pv_end = pv.end();
     let (values, floor_values) = measured?;
@@ -234,12 +225,7 @@ pub(crate) fn floor_only(cfg: &Config, bench: &str) -> Result<Figure, String> {
     let place = Placement::of(bench);
     let _pinned = place.map(|p| PinSelf::new(p.parent)).transpose()?;
     let mut floor = Floor::new(kind, n, place)?;
-    let measured = (|| {
-        floor.batch(n / 10)?;
-        (0..cfg.reps())
-            .map(|_| floor.batch(n))
-            .collect::<Result<Vec<_>, String>>()
-    })();
+    let measured = measure::repeat(cfg.reps(), n, |k| floor.batch(k));
     let end = floor.end();
     let values = measured?;
     end?;
@@ -355,20 +341,7 @@ impl PvChild {
     /// Closes the connection (the child ends on the end of the stream) and joins.
     pub(crate) fn end(&mut self) -> Result<(), String> {
         self.conn = None;
-        self.process
-            .join(Some(END_DEADLINE))
-            .map_err(|e| format!("join: {e}"))?;
-        match self.process.exitcode() {
-            Ok(Some(0)) => Ok(()),
-            Ok(None) => {
-                let _ = self.process.kill();
-                let _ = self.process.join(None);
-                Err(format!(
-                    "the child did not end within {END_DEADLINE:?} of the connection's close"
-                ))
-            }
-            other => Err(format!("the child ended with {other:?}")),
-        }
+        measure::join_told(&self.process, END_DEADLINE, "the connection's close")
     }
 }
 

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use procvisor::{JoinableQueue, Process, Queue, StartMethod};
 
 use crate::cpus::{PinSelf, allowed_cpus, pin_child};
+use crate::measure;
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -423,22 +424,7 @@ impl QueueRig {
 
 /// Joins a child that was told to end; kills it when it does not within [`END_DEADLINE`].
 fn end_child(p: &Process<()>) -> Result<(), String> {
-    if !matches!(p.pid(), Ok(Some(_))) {
-        return Ok(()); // never started
-    }
-    p.join(Some(END_DEADLINE))
-        .map_err(|e| format!("join: {e}"))?;
-    match p.exitcode() {
-        Ok(Some(0)) => Ok(()),
-        Ok(None) => {
-            let _ = p.kill();
-            let _ = p.join(None);
-            Err(format!(
-                "a child did not end within {END_DEADLINE:?} of being told to"
-            ))
-        }
-        other => Err(format!("a child ended with {other:?}")),
-    }
+    measure::join_told(p, END_DEADLINE, "being told to")
 }
 
 // ---------------------------------------------------------------------------------------

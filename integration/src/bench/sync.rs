@@ -47,6 +47,7 @@ use procvisor::connection::{Connection, pipe};
 use procvisor::{Event, Lock, Process, StartMethod, Value};
 
 use crate::cpus::{PinSelf, allowed_cpus, pin, pin_child};
+use crate::measure;
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -258,17 +259,7 @@ pub(crate) fn bench(cfg: &Config, bench: &str) -> Result<Vec<Figure>, String> {
             return Err(e);
         }
     };
-    let measured = (|| {
-        floor.batch((n / 10).max(1))?;
-        pv.batch((n / 10).max(1))?;
-        let mut values = Vec::with_capacity(cfg.reps());
-        let mut floor_values = Vec::with_capacity(cfg.reps());
-        for _ in 0..cfg.reps() {
-            floor_values.push(floor.batch(n)?);
-            values.push(pv.batch(n)?);
-        }
-        Ok::<_, String>((values, floor_values))
-    })();
+    let measured = measure::alternate(cfg.reps(), n, |k| floor.batch(k), |k| pv.batch(k));
     let floor_end = floor.end();
     let pv_end = pv.end();
     let (values, floor_values) = measured?;
@@ -293,12 +284,7 @@ pub(crate) fn floor_only(cfg: &Config, bench: &str) -> Result<Figure, String> {
     let place = Placement::of(bench);
     let _pinned = place.as_ref().map(|p| PinSelf::new(p.parent)).transpose()?;
     let mut floor = Rig::floor(kind, place.as_ref())?;
-    let measured = (|| {
-        floor.batch((n / 10).max(1))?;
-        (0..cfg.reps())
-            .map(|_| floor.batch(n))
-            .collect::<Result<Vec<_>, String>>()
-    })();
+    let measured = measure::repeat(cfg.reps(), n, |k| floor.batch(k));
     let end = floor.end();
     let values = measured?;
     end?;
@@ -410,20 +396,7 @@ fn ponger((mut conn, e1, e2, cpu): PongArgs) {
 /// Closes `conn` (the child ends on the end of the stream) and joins `process`.
 fn finish(process: &Process<()>, conn: &mut Option<Connection>) -> Result<(), String> {
     *conn = None;
-    process
-        .join(Some(END_DEADLINE))
-        .map_err(|e| format!("join: {e}"))?;
-    match process.exitcode() {
-        Ok(Some(0)) => Ok(()),
-        Ok(None) => {
-            let _ = process.kill();
-            let _ = process.join(None);
-            Err(format!(
-                "the child did not end within {END_DEADLINE:?} of the connection's close"
-            ))
-        }
-        other => Err(format!("the child ended with {other:?}")),
-    }
+    measure::join_told(process, END_DEADLINE, "the connection's close")
 }
 
 /// The incrementing children of `value_contended_2x200k` and their value.

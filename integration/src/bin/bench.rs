@@ -58,6 +58,8 @@ mod connection;
 mod cpus;
 #[path = "../bench/json.rs"]
 mod json;
+#[path = "../bench/measure.rs"]
+mod measure;
 #[path = "../bench/queue.rs"]
 mod queue;
 #[path = "../bench/report.rs"]
