@@ -197,6 +197,62 @@ fn read_all<T: serde::de::DeserializeOwned>(c: &mut Connection, mut each: impl F
     }
 }
 
+/// What the producers said they put (per producer, how many) and what the consumers said
+/// they received (per item, how many times), read off their report connections.
+struct Reports {
+    puts: Vec<Connection>,
+    gots: Vec<Connection>,
+    put: HashMap<u32, u32>,
+    received: HashMap<(u32, u32), u32>,
+}
+
+impl Reports {
+    /// Reads every report that arrives within `timeout`.
+    fn drain(&mut self, timeout: Duration) {
+        let objects: Vec<&dyn Waitable> = self
+            .puts
+            .iter()
+            .chain(self.gots.iter())
+            .map(|c| c as &dyn Waitable)
+            .collect();
+        let ready = wait(&objects, Some(timeout)).unwrap();
+        for i in ready {
+            if i < self.puts.len() {
+                let put = &mut self.put;
+                read_all(&mut self.puts[i], |_: u32| {
+                    *put.entry(i as u32).or_default() += 1
+                });
+            } else {
+                let received = &mut self.received;
+                read_all(&mut self.gots[i - self.puts.len()], |item: (u32, u32)| {
+                    *received.entry(item).or_default() += 1
+                });
+            }
+        }
+    }
+
+    /// Keeps reading reports until every process in `procs` has exited, then checks that
+    /// the `victim` was killed and the others exited with 0.
+    fn run_until_exit(&mut self, procs: &[Process], victim: usize, who: &str, limit: Instant) {
+        for (i, p) in procs.iter().enumerate() {
+            while p.is_alive().unwrap() {
+                self.drain(Duration::from_millis(50));
+                assert!(Instant::now() < limit, "{who} {i} is stuck");
+            }
+            let want = if i == victim { -9 } else { 0 };
+            assert_eq!(p.exitcode().unwrap(), Some(want), "{who} {i}");
+        }
+    }
+
+    /// Whether every report connection has reached its end (all reports read).
+    fn all_ended(&mut self) -> bool {
+        self.puts.iter_mut().chain(self.gots.iter_mut()).all(|c| {
+            matches!(c.poll(Some(Duration::ZERO)), Ok(false))
+                || matches!(c.recv::<()>(), Err(ConnectionError::Eof))
+        })
+    }
+}
+
 /// Puts `(id, i)` for i in 0..n, reporting each put that returned.
 fn producer((q, id, n, mut report): (Queue<(u32, u32)>, u32, u32, Connection)) {
     for i in 0..n {
@@ -241,43 +297,17 @@ fn producers_and_consumers_killed_under_load_lose_and_duplicate_nothing() {
         got_reports.push(ours);
     }
 
-    let mut put: HashMap<u32, u32> = HashMap::new(); // producer → puts reported
-    let mut received: HashMap<(u32, u32), u32> = HashMap::new(); // item → times received
-    let drain = |put_reports: &mut Vec<Connection>,
-                 got_reports: &mut Vec<Connection>,
-                 put: &mut HashMap<u32, u32>,
-                 received: &mut HashMap<(u32, u32), u32>,
-                 timeout: Duration| {
-        let objects: Vec<&dyn Waitable> = put_reports
-            .iter()
-            .chain(got_reports.iter())
-            .map(|c| c as &dyn Waitable)
-            .collect();
-        let ready = wait(&objects, Some(timeout)).unwrap();
-        for i in ready {
-            if i < put_reports.len() {
-                read_all(&mut put_reports[i], |_: u32| {
-                    *put.entry(i as u32).or_default() += 1
-                });
-            } else {
-                let c = &mut got_reports[i - put_reports.len()];
-                read_all(c, |item: (u32, u32)| {
-                    *received.entry(item).or_default() += 1
-                });
-            }
-        }
+    let mut r = Reports {
+        puts: put_reports,
+        gots: got_reports,
+        put: HashMap::new(),
+        received: HashMap::new(),
     };
 
     // Let the traffic build, then kill one producer and one consumer mid-flight.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.len() < 1_500 && Instant::now() < deadline {
-        drain(
-            &mut put_reports,
-            &mut got_reports,
-            &mut put,
-            &mut received,
-            Duration::from_millis(50),
-        );
+    while r.received.len() < 1_500 && Instant::now() < deadline {
+        r.drain(Duration::from_millis(50));
     }
     let victim_p = (std::process::id() % PRODUCERS) as usize;
     let victim_c = (std::process::id() as usize / 7) % CONSUMERS;
@@ -285,60 +315,29 @@ fn producers_and_consumers_killed_under_load_lose_and_duplicate_nothing() {
     consumers[victim_c].kill().unwrap();
 
     // The survivors go on: every surviving producer finishes.
-    for (i, p) in producers.iter().enumerate() {
-        while p.is_alive().unwrap() {
-            drain(
-                &mut put_reports,
-                &mut got_reports,
-                &mut put,
-                &mut received,
-                Duration::from_millis(50),
-            );
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(30),
-                "producer {i} is stuck"
-            );
-        }
-        let want = if i == victim_p { -9 } else { 0 };
-        assert_eq!(p.exitcode().unwrap(), Some(want), "producer {i}");
-    }
+    r.run_until_exit(
+        &producers,
+        victim_p,
+        "producer",
+        deadline + Duration::from_secs(30),
+    );
     // Stop the surviving consumers, then collect every report.
     for _ in 0..CONSUMERS - 1 {
         q.put((u32::MAX, 0)).unwrap();
     }
-    for (i, c) in consumers.iter().enumerate() {
-        while c.is_alive().unwrap() {
-            drain(
-                &mut put_reports,
-                &mut got_reports,
-                &mut put,
-                &mut received,
-                Duration::from_millis(50),
-            );
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(60),
-                "consumer {i} is stuck"
-            );
-        }
-        let want = if i == victim_c { -9 } else { 0 };
-        assert_eq!(c.exitcode().unwrap(), Some(want), "consumer {i}");
-    }
+    r.run_until_exit(
+        &consumers,
+        victim_c,
+        "consumer",
+        deadline + Duration::from_secs(60),
+    );
     assert!(wait_until(Duration::from_secs(5), || {
-        drain(
-            &mut put_reports,
-            &mut got_reports,
-            &mut put,
-            &mut received,
-            Duration::ZERO,
-        );
-        put_reports
-            .iter_mut()
-            .chain(got_reports.iter_mut())
-            .all(|c| {
-                matches!(c.poll(Some(Duration::ZERO)), Ok(false))
-                    || matches!(c.recv::<()>(), Err(ConnectionError::Eof))
-            })
+        r.drain(Duration::ZERO);
+        r.all_ended()
     }));
+    let Reports {
+        put, mut received, ..
+    } = r;
     // What is left in the queue is received by us.
     while let Ok(item) = q.get_nowait() {
         *received.entry(item).or_default() += 1;
