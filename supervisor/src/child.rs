@@ -13,6 +13,7 @@
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,14 @@ pub(crate) struct Child {
     pub(crate) daemon: bool,
     pidfd: OwnedFd,
     sentinel: Sentinel,
-    control: UnixStream,
+    /// The worker protocol's socket; `None` for an external command, which speaks none.
+    control: Option<UnixStream>,
+    /// Leads a process group of its own (an external command): what is left of the group
+    /// is killed when the leader ends, before the leader is reaped.
+    group_leader: bool,
+    /// Terminated (not only joined) by the exit rule, like a daemonic child: set for the
+    /// children of a supervision tree, which would otherwise keep the program from ending.
+    stop_at_exit: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -71,20 +79,62 @@ impl Child {
         control: UnixStream,
     ) -> io::Result<Arc<Child>> {
         control.set_nonblocking(true)?;
-        Ok(Arc::new(Child {
+        Ok(Self::build(
+            pid,
+            name,
+            daemon,
+            pidfd,
+            sentinel,
+            Some(control),
+            false,
+        ))
+    }
+
+    /// An external command of ours (no worker protocol), leading its own process group.
+    pub(crate) fn command(pid: i32, name: String, pidfd: OwnedFd) -> Arc<Child> {
+        Self::build(pid, name, false, pidfd, Sentinel::Pidfd, None, true)
+    }
+
+    fn build(
+        pid: i32,
+        name: String,
+        daemon: bool,
+        pidfd: OwnedFd,
+        sentinel: Sentinel,
+        control: Option<UnixStream>,
+        group_leader: bool,
+    ) -> Arc<Child> {
+        let control_done = control.is_none();
+        Arc::new(Child {
             pid,
             name,
             daemon,
             pidfd,
             sentinel,
             control,
+            group_leader,
+            stop_at_exit: AtomicBool::new(false),
             state: Mutex::new(State {
                 exit: None,
                 report: None,
                 buf: Vec::new(),
-                control_done: false,
+                control_done,
             }),
-        }))
+        })
+    }
+
+    /// Has the exit rule terminate this child rather than wait for it.
+    pub(crate) fn set_stop_at_exit(&self) {
+        self.stop_at_exit.store(true, Ordering::Relaxed);
+    }
+
+    fn stops_at_exit(&self) -> bool {
+        self.daemon || self.stop_at_exit.load(Ordering::Relaxed)
+    }
+
+    /// Whether the child leads a process group of its own.
+    pub(crate) fn is_group_leader(&self) -> bool {
+        self.group_leader
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -100,8 +150,13 @@ impl Child {
         }
     }
 
+    /// The control socket; a command has none, and its sentinel stands in (the control
+    /// side of a command is never watched: `control_open` is false from the start).
     pub(crate) fn control_fd(&self) -> BorrowedFd<'_> {
-        self.control.as_fd()
+        match &self.control {
+            Some(c) => c.as_fd(),
+            None => self.sentinel(),
+        }
     }
 
     pub(crate) fn exit_status(&self) -> Option<ExitStatus> {
@@ -153,13 +208,18 @@ impl Child {
 
     fn try_collect(&self) -> Option<ExitStatus> {
         match &self.sentinel {
-            Sentinel::Pidfd => match wos::waitpid_raw(self.pid, true) {
-                Ok(Some(raw)) => Some(ExitStatus::from_raw(raw)),
-                Ok(None) => None,
-                // ECHILD: someone else reaped our child (a `waitpid(-1)` elsewhere in the
-                // program). The status is lost; report it as such rather than hang.
-                Err(_) => Some(ExitStatus::lost()),
-            },
+            Sentinel::Pidfd if self.group_leader => {
+                // Kill what is left of the group while the leader is a zombie: its pid, which
+                // is the group's id, cannot be reused until it is reaped.
+                if exited_unreaped(self.pid) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(self.pid),
+                        Signal::SIGKILL,
+                    );
+                }
+                self.reap()
+            }
+            Sentinel::Pidfd => self.reap(),
             Sentinel::StatusPipe(fd) => {
                 let mut raw = [0u8; 4];
                 match nix::unistd::read(fd.as_raw_fd(), &mut raw) {
@@ -173,14 +233,27 @@ impl Child {
         }
     }
 
+    fn reap(&self) -> Option<ExitStatus> {
+        match wos::waitpid_raw(self.pid, true) {
+            Ok(Some(raw)) => Some(ExitStatus::from_raw(raw)),
+            Ok(None) => None,
+            // ECHILD: someone else reaped our child (a `waitpid(-1)` elsewhere in the
+            // program). The status is lost; report it as such rather than hang.
+            Err(_) => Some(ExitStatus::lost()),
+        }
+    }
+
     /// Drains the control socket into the buffer and decodes the frames in it.
     fn pump(&self, st: &mut State) {
         if st.control_done {
             return;
         }
+        let Some(mut control) = self.control.as_ref() else {
+            return;
+        };
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            match (&self.control).read(&mut chunk) {
+            match control.read(&mut chunk) {
                 Ok(0) => {
                     Self::end_of_control(st);
                     break;
@@ -277,6 +350,17 @@ impl Child {
     }
 }
 
+/// Whether our child `pid` has ended but is not reaped yet (`waitid` with `WNOWAIT` leaves
+/// it a zombie).
+fn exited_unreaped(pid: i32) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    !matches!(
+        waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags),
+        Ok(WaitStatus::StillAlive) | Err(_)
+    )
+}
+
 /// The live children of this process: what `active_children()` lists and what the exit
 /// function waits for.
 pub(crate) mod registry {
@@ -338,7 +422,7 @@ pub(crate) mod registry {
     /// Python's rule at exit: terminate daemonic children, then join every child.
     pub(crate) fn exit_function() {
         let live = live();
-        for c in live.iter().filter(|c| c.daemon) {
+        for c in live.iter().filter(|c| c.stops_at_exit()) {
             let _ = c.signal(Signal::SIGTERM);
         }
         for c in &live {

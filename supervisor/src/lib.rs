@@ -64,6 +64,7 @@ pub mod spawn;
 mod status;
 pub mod supervisor;
 pub mod synchronize;
+pub mod tree;
 pub mod worker;
 
 #[allow(unsafe_code)]

@@ -49,7 +49,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Addr;
 use nix::sys::signal::Signal;
 use procvisor_protocol::frame::decode_value;
 use procvisor_protocol::{EncodeError, Peer, RemoteError, Start, encode_value};
@@ -382,15 +382,15 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             launched.control,
         )
         .map_err(|e| Error::new(Kind::Spawn(spawn_errno(&e))))?;
-        registry::add(child.clone());
-        let rt = crate::runtime::get();
-        let watched = child.clone();
-        let supervisor = rt.supervisor.clone();
-        self.worker = Some(Worker::start_in_arbiter(&rt.arbiter, move |_| {
-            Worker::new(watched, supervisor)
-        }));
+        self.worker = Some(crate::worker::adopt(child.clone()));
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The started child and its Worker actor, taken out of this handle (for a supervision
+    /// tree, which keeps them instead).
+    pub(crate) fn into_started(self) -> Option<(Arc<Child>, Addr<Worker>)> {
+        Some((self.child?, self.worker?))
     }
 
     fn check_open(&self) -> Result<(), Error> {

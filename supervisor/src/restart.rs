@@ -229,6 +229,16 @@ impl IntensityWindow {
         }
     }
 
+    /// The limit this window enforces.
+    ///
+    /// ```
+    /// use procvisor::restart::{Intensity, IntensityWindow};
+    /// assert_eq!(IntensityWindow::new(Intensity::default()).limit(), Intensity::default());
+    /// ```
+    pub fn limit(&self) -> Intensity {
+        self.limit
+    }
+
     /// Records a restart at `now` and says whether it is within the limit; `false` means
     /// the supervisor must give up.
     ///

@@ -22,11 +22,14 @@ pub(crate) struct Runtime {
 
 static RUNTIME: PerProcess<Runtime> = PerProcess::new();
 
+/// The runtime thread's name: blocking calls that need the runtime refuse to run on it.
+pub(crate) const THREAD_NAME: &str = "procvisor-runtime";
+
 pub(crate) fn get() -> Runtime {
     RUNTIME.get_or_init(|| {
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
-            .name("procvisor-runtime".into())
+            .name(THREAD_NAME.into())
             .spawn(move || {
                 let system = actix::System::new();
                 system.block_on(async move {

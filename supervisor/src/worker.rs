@@ -91,6 +91,15 @@ impl Worker {
     }
 }
 
+/// Registers a started child (for the exit rule and `active_children`) and starts its Worker
+/// actor on procvisor's runtime.
+pub(crate) fn adopt(child: Arc<Child>) -> Addr<Worker> {
+    crate::child::registry::add(child.clone());
+    let rt = crate::runtime::get();
+    let supervisor = rt.supervisor.clone();
+    Worker::start_in_arbiter(&rt.arbiter, move |_| Worker::new(child, supervisor))
+}
+
 /// Waits, through the reactor, until the child has ended.
 async fn watch(child: Arc<Child>) -> ExitStatus {
     let register = |control| crate::sys::watch_readable(child.clone(), control);

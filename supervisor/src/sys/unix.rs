@@ -62,11 +62,7 @@ pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd, die_with: Option<Pid>) {
         // Only async-signal-safe system calls here: we run between fork and exec.
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
         if let Some(parent) = die_with {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            if getppid() != parent {
-                // The parent died before the request: do what the signal would have.
-                nix::sys::signal::raise(Signal::SIGKILL)?;
-            }
+            die_with_parent(parent)?;
         }
         Ok(())
     };
@@ -75,6 +71,29 @@ pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd, die_with: Option<Pid>) {
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// Arranges for `cmd`, once spawned, to die (SIGKILL) when the thread that spawned it ends,
+/// `parent` being the spawning process's pid. A supervised external command never outlives
+/// its supervisor, even one that is SIGKILLed.
+pub(crate) fn die_with_spawner(cmd: &mut Command, parent: Pid) {
+    let hook = move || Ok(die_with_parent(parent)?);
+    // SAFETY: the hook makes only async-signal-safe system calls (prctl, getppid, raise),
+    // allocates nothing and takes no lock, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Between fork and exec: SIGKILL on the spawning thread's end, and at once if the parent
+/// is already gone.
+fn die_with_parent(parent: Pid) -> nix::Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if getppid() != parent {
+        // The parent died before the request: do what the signal would have.
+        nix::sys::signal::raise(Signal::SIGKILL)?;
+    }
+    Ok(())
 }
 
 /// Registers `f` to run when the program exits normally (`atexit(3)`).

@@ -1,0 +1,944 @@
+//! The supervisor actor of a tree: one per supervisor, on procvisor's runtime thread.
+//!
+//! Everything here is a reaction to a message or a timer, so the actor never blocks: a
+//! child's end arrives from its Worker actor (pidfd readiness, no polling), backoff delays
+//! and grace periods are `run_later` timers, and a nested supervisor reports its end with a
+//! message.
+//!
+//! # One sequence at a time
+//!
+//! A restart under one_for_all or rest_for_one, the supervisor's own stop, the removal of a
+//! child: each is a [`Sequence`] — stop these children one at a time, last-started first,
+//! waiting for each to end, then do one thing (start these in order after a delay, end the
+//! supervisor, remove a child). A child that fails while a sequence runs joins it: its plan
+//! is merged, so nothing is started twice and nothing is forgotten.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, SpawnHandle, WrapFuture,
+};
+use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
+
+use super::launch::{LaunchError, Running};
+use super::{
+    Bus, ChildSpec, ChildState, Event, EventKind, Exit, Latch, Outcome, RunState, Shutdown, Spec,
+    Target, TreeError,
+};
+use crate::restart::{BackoffState, Ending, IntensityWindow, RestartType, Strategy};
+use crate::status::ExitStatus;
+use crate::worker::WaitExit;
+
+/// How long a child SIGKILLed by a stop may take to die before it is reported stuck.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+type SlotId = u64;
+
+/// How a child's run ended.
+#[derive(Debug)]
+enum End {
+    Process(ExitStatus),
+    Node(Outcome),
+    StartFailed,
+    /// SIGKILLed by a stop and still not gone: given up on.
+    Stuck,
+}
+
+#[derive(Debug)]
+enum Run {
+    /// Not running: never started, ended for good, or between a stop and a start.
+    Idle,
+    /// Waiting out a backoff delay before a start.
+    Waiting,
+    Running(Running),
+    Stopping {
+        running: Running,
+        escalated: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: SlotId,
+    name: String,
+    spec: ChildSpec,
+    /// The group this slot belongs to (`spec.name` of a replicated spec).
+    group: Option<String>,
+    run: Run,
+    /// Bumped at each start: a late word about an earlier run is ignored.
+    generation: u64,
+    /// Whether the child should be running (false after it ended for good).
+    wanted: bool,
+    backoff: BackoffState,
+    restarts: u32,
+    started_at: Option<Instant>,
+    last_exit: Option<Exit>,
+    /// Callers waiting for this slot's removal.
+    removing: Option<Vec<oneshot::Sender<()>>>,
+}
+
+/// What to do once a sequence's stops are done.
+#[derive(Debug)]
+enum After {
+    /// Start these (in slot order) after the delay.
+    Restart { start: Vec<SlotId>, delay: Duration },
+    /// The supervisor ends.
+    End(Outcome),
+}
+
+#[derive(Debug)]
+struct Sequence {
+    /// Still to stop, in order; the front one is being stopped.
+    stops: VecDeque<SlotId>,
+    after: After,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Ending,
+    Ended,
+}
+
+/// The link of a nested supervisor to its parent.
+#[derive(Debug)]
+pub(crate) struct ParentLink {
+    addr: Addr<Node>,
+    slot: SlotId,
+    generation: u64,
+}
+
+/// A supervisor of a tree (see [`Spec`](super::Spec)).
+#[derive(Debug)]
+pub struct Node {
+    path: String,
+    strategy: Strategy,
+    window: IntensityWindow,
+    slots: Vec<Slot>,
+    next_id: SlotId,
+    bus: Bus,
+    parent: Option<ParentLink>,
+    outcome: Option<Arc<Latch<Outcome>>>,
+    phase: Phase,
+    sequence: Option<Sequence>,
+    /// The restart timer of the current sequence, if it is waiting.
+    timer: Option<SpawnHandle>,
+    /// `/proc/vmstat`'s `oom_kill` when last read: a rise means the OOM killer ran.
+    oom_kills: Option<u64>,
+}
+
+impl Node {
+    pub(crate) fn new(
+        spec: Spec,
+        parent_path: String,
+        parent: Option<ParentLink>,
+        outcome: Option<Arc<Latch<Outcome>>>,
+    ) -> Node {
+        let path = if parent_path.is_empty() {
+            spec.name.clone()
+        } else {
+            format!("{parent_path}/{}", spec.name)
+        };
+        let mut node = Node {
+            path,
+            strategy: spec.strategy,
+            window: IntensityWindow::new(spec.intensity),
+            slots: Vec::new(),
+            next_id: 1,
+            bus: spec.bus,
+            parent,
+            outcome,
+            phase: Phase::Running,
+            sequence: None,
+            timer: None,
+            oom_kills: oom_kill_count(),
+        };
+        for child in spec.children {
+            node.add_slots(child);
+        }
+        node
+    }
+
+    /// Adds the slot(s) of a spec: one, or `replicas` named `name.i`.
+    fn add_slots(&mut self, spec: ChildSpec) -> Vec<SlotId> {
+        match spec.replicas {
+            None => vec![self.add_slot(spec.name.clone(), spec, None)],
+            Some(n) => (0..n)
+                .map(|i| {
+                    let group = spec.name.clone();
+                    self.add_slot(format!("{group}.{i}"), spec.clone(), Some(group))
+                })
+                .collect(),
+        }
+    }
+
+    fn add_slot(&mut self, name: String, spec: ChildSpec, group: Option<String>) -> SlotId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let seed = id ^ (std::process::id() as u64) << 32 ^ nanos();
+        self.slots.push(Slot {
+            id,
+            name,
+            backoff: BackoffState::new(spec.backoff, seed),
+            spec,
+            group,
+            run: Run::Idle,
+            generation: 0,
+            wanted: true,
+            restarts: 0,
+            started_at: None,
+            last_exit: None,
+            removing: None,
+        });
+        id
+    }
+
+    fn pos(&self, id: SlotId) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == id)
+    }
+
+    fn emit(&self, child: Option<&str>, kind: EventKind) {
+        self.bus.publish(Event {
+            time: SystemTime::now(),
+            supervisor: self.path.clone(),
+            child: child.map(str::to_owned),
+            kind,
+        });
+    }
+
+    /// Starts the slots in `ids`, in slot order.
+    fn start_slots(&mut self, mut ids: Vec<SlotId>, ctx: &mut Context<Self>) {
+        ids.sort_by_key(|id| self.pos(*id));
+        for id in ids {
+            self.start_slot(id, ctx);
+        }
+    }
+
+    fn start_slot(&mut self, id: SlotId, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(i) = self.pos(id) else { return };
+        if matches!(self.slots[i].run, Run::Running(_) | Run::Stopping { .. }) {
+            return;
+        }
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.wanted = true;
+        let generation = slot.generation;
+        let name = slot.name.clone();
+        let launched = match &slot.spec.target {
+            Target::Process(start) => {
+                let method = slot
+                    .spec
+                    .method
+                    .unwrap_or_else(crate::spawn::get_start_method);
+                start(&name, method).map_err(LaunchError::from)
+            }
+            Target::Command(cmd) => {
+                let bus = self.bus.clone();
+                let path = self.path.clone();
+                let child = name.clone();
+                Running::command(&name, cmd, move |e| {
+                    bus.publish(Event {
+                        time: SystemTime::now(),
+                        supervisor: path.clone(),
+                        child: Some(child.clone()),
+                        kind: EventKind::LogFailed {
+                            message: e.to_string(),
+                        },
+                    })
+                })
+            }
+            Target::Supervisor(spec) => {
+                let mut spec = (**spec).clone();
+                spec.bus = self.bus.clone();
+                let link = ParentLink {
+                    addr: ctx.address(),
+                    slot: id,
+                    generation,
+                };
+                let path = self.path.clone();
+                Ok(Running::Node(
+                    Node::new(spec, path, Some(link), None).start(),
+                ))
+            }
+        };
+        self.slots[i].started_at = Some(Instant::now());
+        match launched {
+            Ok(running) => {
+                let pid = running.pid();
+                if let Running::Os { worker, .. } = &running {
+                    ctx.spawn(worker.send(WaitExit).into_actor(self).map(
+                        move |status, act, ctx| {
+                            let status = status.unwrap_or_else(|_| ExitStatus::lost());
+                            act.ended(id, generation, End::Process(status), ctx);
+                        },
+                    ));
+                }
+                self.slots[i].run = Run::Running(running);
+                self.emit(Some(&name), EventKind::Started { pid });
+            }
+            Err(e) => {
+                self.slots[i].run = Run::Idle;
+                self.emit(
+                    Some(&name),
+                    EventKind::StartFailed {
+                        errno: e.errno,
+                        message: e.message.clone(),
+                    },
+                );
+                // Handled as a crash that came at once, after this start sequence.
+                ctx.notify(Ended {
+                    slot: id,
+                    generation,
+                    end: EndMsg(End::StartFailed),
+                });
+            }
+        }
+    }
+
+    /// Asks a running child to stop; its end arrives as usual.
+    fn stop_slot(&mut self, id: SlotId, ctx: &mut Context<Self>) {
+        let Some(i) = self.pos(id) else { return };
+        let slot = &mut self.slots[i];
+        let run = std::mem::replace(&mut slot.run, Run::Idle);
+        let running = match run {
+            Run::Running(r) => r,
+            other @ Run::Stopping { .. } => {
+                slot.run = other;
+                return;
+            }
+            Run::Idle | Run::Waiting => {
+                // Nothing runs: the stop is done at once.
+                ctx.notify(Stopped { slot: id });
+                return;
+            }
+        };
+        let generation = slot.generation;
+        match (&running, slot.spec.shutdown) {
+            (Running::Node(addr), _) => addr.do_send(ShutdownTree),
+            (_, Shutdown::Kill) => running.signal(Signal::SIGKILL),
+            (_, Shutdown::Graceful { signal, grace }) => {
+                running.signal(signal);
+                ctx.run_later(grace, move |act, ctx| act.escalate(id, generation, ctx));
+            }
+        }
+        let escalated = matches!(slot.spec.shutdown, Shutdown::Kill);
+        slot.run = Run::Stopping { running, escalated };
+        if escalated {
+            ctx.run_later(KILL_WAIT, move |act, ctx| act.stuck(id, generation, ctx));
+        }
+    }
+
+    /// The grace period is over: SIGKILL.
+    fn escalate(&mut self, id: SlotId, generation: u64, ctx: &mut Context<Self>) {
+        let Some(i) = self.pos(id) else { return };
+        let slot = &mut self.slots[i];
+        if slot.generation != generation {
+            return;
+        }
+        if let Run::Stopping { running, escalated } = &mut slot.run {
+            if *escalated {
+                return;
+            }
+            *escalated = true;
+            let pid = running.pid();
+            running.signal(Signal::SIGKILL);
+            let name = slot.name.clone();
+            self.emit(Some(&name), EventKind::StopTimedOut { pid });
+            ctx.run_later(KILL_WAIT, move |act, ctx| act.stuck(id, generation, ctx));
+        }
+    }
+
+    /// SIGKILL did not end it in time: report, and go on without it.
+    fn stuck(&mut self, id: SlotId, generation: u64, ctx: &mut Context<Self>) {
+        let Some(i) = self.pos(id) else { return };
+        let slot = &self.slots[i];
+        if slot.generation != generation {
+            return;
+        }
+        if let Run::Stopping { running, .. } = &slot.run {
+            let pid = running.pid();
+            let state = super::reaper::stat(pid).map(|(s, _)| s);
+            let name = slot.name.clone();
+            self.emit(Some(&name), EventKind::StopStuck { pid, state });
+            self.ended(id, generation, End::Stuck, ctx);
+        }
+    }
+
+    /// A child's run ended (or failed to start, or was given up on).
+    fn ended(&mut self, id: SlotId, generation: u64, end: End, ctx: &mut Context<Self>) {
+        let Some(i) = self.pos(id) else { return };
+        let now = Instant::now();
+        let slot = &mut self.slots[i];
+        if slot.generation != generation {
+            return;
+        }
+        let (requested, escalated) = match &slot.run {
+            Run::Stopping { escalated, .. } => (true, *escalated),
+            _ => (false, false),
+        };
+        slot.run = Run::Idle;
+        // Late words about this run (a stuck child that dies after all) are ignored.
+        slot.generation += 1;
+        let ran_for = slot
+            .started_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let failed_start = slot.backoff.failed_start(ran_for);
+        let name = slot.name.clone();
+        let ending = match end {
+            End::Process(status) => {
+                let oom_killed = !requested && status.signal() == Some(libc_sigkill()) && {
+                    let now = oom_kill_count();
+                    let rose = matches!((self.oom_kills, now), (Some(a), Some(b)) if b > a);
+                    self.oom_kills = now;
+                    rose
+                };
+                let exit = Exit {
+                    status,
+                    requested,
+                    escalated,
+                    oom_killed,
+                };
+                self.slots[i].last_exit = Some(exit);
+                self.emit(
+                    Some(&name),
+                    EventKind::Exited {
+                        exit,
+                        ran_for,
+                        failed_start,
+                    },
+                );
+                Ending::classify(status.code(), status.signal(), requested)
+            }
+            End::Node(outcome) => {
+                self.emit(
+                    Some(&name),
+                    EventKind::SupervisorEnded {
+                        outcome: outcome.clone(),
+                    },
+                );
+                match outcome {
+                    Outcome::Stopped if requested => Ending::Stopped,
+                    Outcome::Stopped => Ending::Normal,
+                    Outcome::GaveUp(_) => Ending::Failed,
+                }
+            }
+            End::StartFailed => Ending::Failed,
+            End::Stuck => Ending::Stopped,
+        };
+        self.after_end(id, ending, ran_for, ctx);
+    }
+
+    fn after_end(
+        &mut self,
+        id: SlotId,
+        ending: Ending,
+        ran_for: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(i) = self.pos(id) else { return };
+        // A child being removed goes now.
+        if let Some(waiters) = self.slots[i].removing.take() {
+            self.slots.remove(i);
+            for w in waiters {
+                let _ = w.send(());
+            }
+            self.stopped(id, ctx);
+            return;
+        }
+        if ending == Ending::Stopped || self.phase != Phase::Running {
+            self.stopped(id, ctx);
+            return;
+        }
+        // It ended on its own.
+        let slot = &mut self.slots[i];
+        if !slot.spec.restart.restarts_after(ending) {
+            slot.wanted = false;
+            if slot.spec.restart == RestartType::Temporary {
+                // OTP: a temporary child leaves the supervisor when it ends.
+                self.slots.remove(i);
+            }
+            self.stopped(id, ctx);
+            return;
+        }
+        if !self.window.allow(Instant::now()) {
+            let slot = &self.slots[i];
+            let last = slot
+                .last_exit
+                .map_or_else(|| "it failed to start".to_owned(), |e| e.to_string());
+            let reason = format!(
+                "more than {} restarts in {:?}; {:?} last ended: {last}",
+                self.window_limit().0,
+                self.window_limit().1,
+                slot.name
+            );
+            self.give_up(reason, ctx);
+            return;
+        }
+        let delay = self.slots[i].backoff.next_delay(ran_for);
+        // Which children go down with it, over the children that should be running.
+        let active: Vec<SlotId> = self
+            .slots
+            .iter()
+            .filter(|s| s.wanted || s.id == id)
+            .map(|s| s.id)
+            .collect();
+        let failed = active.iter().position(|&s| s == id).expect("listed");
+        let plan = self.strategy.plan(active.len(), failed);
+        let stops: Vec<SlotId> = plan.stop.iter().map(|&k| active[k]).collect();
+        let mut start: Vec<SlotId> = plan.start.iter().map(|&k| active[k]).collect();
+        // OTP: a temporary sibling taken down by the strategy is not restarted; it leaves.
+        start.retain(|&s| {
+            let Some(k) = self.pos(s) else { return false };
+            let slot = &mut self.slots[k];
+            if slot.spec.restart == RestartType::Temporary && s != id {
+                slot.wanted = false;
+                slot.removing.get_or_insert_with(Vec::new);
+                return false;
+            }
+            true
+        });
+        for &s in &start {
+            if let Some(k) = self.pos(s) {
+                let slot = &mut self.slots[k];
+                slot.restarts += 1;
+                let (name, attempt) = (slot.name.clone(), slot.restarts);
+                self.emit(Some(&name), EventKind::Restarting { attempt, delay });
+            }
+        }
+        match &mut self.sequence {
+            Some(seq) => {
+                // Merge into the sequence under way.
+                for s in stops {
+                    if !seq.stops.contains(&s) {
+                        seq.stops.push_back(s);
+                    }
+                }
+                match &mut seq.after {
+                    After::Restart {
+                        start: already,
+                        delay: d,
+                    } => {
+                        for s in start {
+                            if !already.contains(&s) {
+                                already.push(s);
+                            }
+                        }
+                        *d = (*d).max(delay);
+                    }
+                    After::End(_) => {}
+                }
+                self.stopped(id, ctx);
+            }
+            None => {
+                self.sequence = Some(Sequence {
+                    stops: stops.into(),
+                    after: After::Restart { start, delay },
+                });
+                self.advance(ctx);
+            }
+        }
+    }
+
+    fn window_limit(&self) -> (u32, Duration) {
+        let l = self.window.limit();
+        (l.max_restarts, l.period)
+    }
+
+    /// A child is no longer running: move the sequence on if it was waiting for it.
+    fn stopped(&mut self, id: SlotId, ctx: &mut Context<Self>) {
+        if let Some(seq) = &mut self.sequence {
+            if seq.stops.front() == Some(&id) {
+                seq.stops.pop_front();
+                self.advance(ctx);
+            } else {
+                seq.stops.retain(|&s| s != id);
+            }
+        }
+    }
+
+    /// Stops the next child of the sequence, or, when none is left, does what comes after.
+    fn advance(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let Some(seq) = &self.sequence else { return };
+            match seq.stops.front().copied() {
+                Some(next) => {
+                    let running = self.pos(next).is_some_and(|i| {
+                        matches!(self.slots[i].run, Run::Running(_) | Run::Stopping { .. })
+                    });
+                    if running {
+                        self.stop_slot(next, ctx);
+                        return;
+                    }
+                    if let Some(seq) = &mut self.sequence {
+                        seq.stops.pop_front();
+                    }
+                    if let Some(i) = self.pos(next) {
+                        if let Run::Waiting = self.slots[i].run {
+                            self.slots[i].run = Run::Idle;
+                        }
+                    }
+                }
+                None => {
+                    let seq = self.sequence.take().expect("checked");
+                    match seq.after {
+                        After::End(outcome) => self.finish(outcome, ctx),
+                        After::Restart { start, delay } if delay.is_zero() => {
+                            self.start_slots(start, ctx)
+                        }
+                        After::Restart { start, delay } => {
+                            for &s in &start {
+                                if let Some(i) = self.pos(s) {
+                                    self.slots[i].run = Run::Waiting;
+                                }
+                            }
+                            self.timer = Some(ctx.run_later(delay, move |act, ctx| {
+                                act.timer = None;
+                                act.start_slots(start, ctx);
+                            }));
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.emit(
+            None,
+            EventKind::GaveUp {
+                reason: reason.clone(),
+            },
+        );
+        self.end_with(Outcome::GaveUp(reason), ctx);
+    }
+
+    /// Stops every child, last-started first, then ends with `outcome`.
+    fn end_with(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = Phase::Ending;
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        let stops: VecDeque<SlotId> = self
+            .slots
+            .iter()
+            .rev()
+            .filter(|s| matches!(s.run, Run::Running(_) | Run::Stopping { .. }))
+            .map(|s| s.id)
+            .collect();
+        for s in &mut self.slots {
+            if matches!(s.run, Run::Waiting) {
+                s.run = Run::Idle;
+            }
+        }
+        let current = self.sequence.take();
+        // A stop under way keeps going: it is first in line.
+        let mut queue = VecDeque::new();
+        if let Some(front) = current.and_then(|c| c.stops.front().copied()) {
+            queue.push_back(front);
+        }
+        for s in stops {
+            if !queue.contains(&s) {
+                queue.push_back(s);
+            }
+        }
+        self.sequence = Some(Sequence {
+            stops: queue,
+            after: After::End(outcome),
+        });
+        // A child already stopping is waited for; the others are stopped in turn.
+        self.advance(ctx);
+    }
+
+    fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        self.phase = Phase::Ended;
+        if outcome == Outcome::Stopped {
+            self.emit(None, EventKind::Stopped);
+        }
+        for s in &mut self.slots {
+            if let Some(waiters) = s.removing.take() {
+                for w in waiters {
+                    let _ = w.send(());
+                }
+            }
+        }
+        if let Some(link) = self.parent.take() {
+            link.addr.do_send(Ended {
+                slot: link.slot,
+                generation: link.generation,
+                end: EndMsg(End::Node(outcome.clone())),
+            });
+        } else {
+            // The root: the tree is over, and so are its event streams.
+            self.bus.close();
+        }
+        if let Some(latch) = &self.outcome {
+            latch.set(outcome);
+        }
+        ctx.stop();
+    }
+
+    fn state_of(slot: &Slot) -> ChildState {
+        let (pid, state) = match &slot.run {
+            Run::Running(r) => (Some(r.pid()), RunState::Running),
+            Run::Stopping { running, .. } => (Some(running.pid()), RunState::Stopping),
+            Run::Waiting => (None, RunState::Restarting),
+            Run::Idle if slot.wanted => (None, RunState::Restarting),
+            Run::Idle => (None, RunState::Ended),
+        };
+        ChildState {
+            name: slot.name.clone(),
+            pid,
+            state,
+            restarts: slot.restarts,
+            last_exit: slot.last_exit,
+            uptime: match state {
+                RunState::Running => slot.started_at.map(|t| t.elapsed()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Stops and removes one slot; `done` hears when it is gone.
+    fn remove_slot(&mut self, id: SlotId, done: oneshot::Sender<()>, ctx: &mut Context<Self>) {
+        let Some(i) = self.pos(id) else {
+            let _ = done.send(());
+            return;
+        };
+        let slot = &mut self.slots[i];
+        slot.wanted = false;
+        slot.removing.get_or_insert_with(Vec::new).push(done);
+        if matches!(slot.run, Run::Running(_) | Run::Stopping { .. }) {
+            self.stop_slot(id, ctx);
+        } else {
+            let waiters = slot.removing.take().unwrap_or_default();
+            self.slots.remove(i);
+            for w in waiters {
+                let _ = w.send(());
+            }
+            if let Some(seq) = &mut self.sequence {
+                seq.stops.retain(|&s| s != id);
+                if let After::Restart { start, .. } = &mut seq.after {
+                    start.retain(|&s| s != id);
+                }
+            }
+        }
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
+}
+
+fn nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// The kernel's count of OOM kills (`/proc/vmstat`), where it can be read.
+fn oom_kill_count() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/vmstat").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Actor for Node {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let ids = self.slots.iter().map(|s| s.id).collect();
+        self.start_slots(ids, ctx);
+    }
+}
+
+struct EndMsg(End);
+
+impl std::fmt::Debug for EndMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A child's run ended (from a nested supervisor, or a start that failed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Ended {
+    slot: SlotId,
+    generation: u64,
+    end: EndMsg,
+}
+
+impl Handler<Ended> for Node {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
+        self.ended(msg.slot, msg.generation, msg.end.0, ctx);
+    }
+}
+
+/// A stop found nothing running.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Stopped {
+    slot: SlotId,
+}
+
+impl Handler<Stopped> for Node {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stopped, ctx: &mut Context<Self>) {
+        self.stopped(msg.slot, ctx);
+    }
+}
+
+/// Stops the supervisor: every child, last-started first; then it ends with
+/// [`Outcome::Stopped`].
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ShutdownTree;
+
+impl Handler<ShutdownTree> for Node {
+    type Result = ();
+
+    fn handle(&mut self, _: ShutdownTree, ctx: &mut Context<Self>) {
+        self.end_with(Outcome::Stopped, ctx);
+    }
+}
+
+/// Asks for the children and their state, in start order.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<ChildState>")]
+pub struct Children;
+
+impl Handler<Children> for Node {
+    type Result = Vec<ChildState>;
+
+    fn handle(&mut self, _: Children, _: &mut Context<Self>) -> Vec<ChildState> {
+        self.slots.iter().map(Node::state_of).collect()
+    }
+}
+
+/// Adds a child at the end, and starts it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct AddChild(pub ChildSpec);
+
+impl Handler<AddChild> for Node {
+    type Result = Result<(), TreeError>;
+
+    fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) -> Self::Result {
+        if self.phase != Phase::Running {
+            return Err(TreeError::Ended);
+        }
+        let mut names = self
+            .slots
+            .iter()
+            .flat_map(|s| [Some(s.name.clone()), s.group.clone()])
+            .flatten()
+            .collect();
+        msg.0.validate(&mut names)?;
+        let ids = self.add_slots(msg.0);
+        self.start_slots(ids, ctx);
+        Ok(())
+    }
+}
+
+/// Stops a child and removes it; answers once it has stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct RemoveChild(pub String);
+
+impl Handler<RemoveChild> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, msg: RemoveChild, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(id) = self.slots.iter().find(|s| s.name == msg.0).map(|s| s.id) else {
+            return Box::pin(actix::fut::ready(Err(TreeError::NoSuchChild(msg.0))));
+        };
+        let (tx, rx) = oneshot::channel();
+        self.remove_slot(id, tx, ctx);
+        Box::pin(async move { rx.await.map_err(|_| TreeError::Ended) }.into_actor(self))
+    }
+}
+
+/// Grows or shrinks a group of replicas to `n`; answers once the removed ones stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct Scale(pub String, pub usize);
+
+impl Handler<Scale> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, Scale(group, n): Scale, ctx: &mut Context<Self>) -> Self::Result {
+        let ready = |r| -> Self::Result { Box::pin(actix::fut::ready(r)) };
+        if self.phase != Phase::Running {
+            return ready(Err(TreeError::Ended));
+        }
+        let members: Vec<(SlotId, usize)> = self
+            .slots
+            .iter()
+            .filter(|s| s.group.as_deref() == Some(group.as_str()) && s.removing.is_none())
+            .map(|s| {
+                let index = s.name.rsplit('.').next().and_then(|i| i.parse().ok());
+                (s.id, index.unwrap_or(0))
+            })
+            .collect();
+        let Some(template) = self
+            .slots
+            .iter()
+            .find(|s| s.group.as_deref() == Some(group.as_str()))
+            .map(|s| s.spec.clone())
+        else {
+            let exists = self.slots.iter().any(|s| s.name == group);
+            return ready(Err(if exists {
+                TreeError::NotAGroup(group)
+            } else {
+                TreeError::NoSuchChild(group)
+            }));
+        };
+        let current = members.len();
+        if n > current {
+            let first = members.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
+            let ids = (first..first + (n - current))
+                .map(|k| {
+                    self.add_slot(
+                        format!("{group}.{k}"),
+                        template.clone(),
+                        Some(group.clone()),
+                    )
+                })
+                .collect();
+            self.start_slots(ids, ctx);
+            return ready(Ok(()));
+        }
+        let mut by_index = members;
+        by_index.sort_by_key(|&(_, i)| std::cmp::Reverse(i));
+        let mut waits = Vec::new();
+        for (id, _) in by_index.into_iter().take(current - n) {
+            let (tx, rx) = oneshot::channel();
+            self.remove_slot(id, tx, ctx);
+            waits.push(rx);
+        }
+        Box::pin(
+            async move {
+                for w in waits {
+                    w.await.map_err(|_| TreeError::Ended)?;
+                }
+                Ok(())
+            }
+            .into_actor(self),
+        )
+    }
+}
