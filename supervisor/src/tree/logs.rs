@@ -119,14 +119,32 @@ impl RotatingWriter {
         OpenOptions::new().create(true).append(true).open(path)
     }
 
-    /// Writes `data`, rotating first when it would not fit; a chunk larger than the limit
-    /// on its own goes whole into a fresh file (lines are not split across files).
-    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.len > 0 && self.len + data.len() as u64 > self.spec.max_bytes {
-            self.rotate()?;
+    /// Writes `data` in whole lines: the lines that fit go into the current file, and the
+    /// file rotates before the first that would take it past the limit. A single line
+    /// longer than the limit goes whole into a fresh file of its own.
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let room = self.spec.max_bytes.saturating_sub(self.len) as usize;
+            let take = if data.len() <= room {
+                data.len()
+            } else if let Some(k) = data[..room].iter().rposition(|&b| b == b'\n') {
+                k + 1
+            } else if self.len > 0 {
+                self.rotate()?;
+                continue;
+            } else {
+                // An empty file and a line longer than the limit: the line, whole.
+                data.iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(data.len(), |k| k + 1)
+            };
+            self.file.write_all(&data[..take])?;
+            self.len += take as u64;
+            data = &data[take..];
+            if !data.is_empty() {
+                self.rotate()?;
+            }
         }
-        self.file.write_all(data)?;
-        self.len += data.len() as u64;
         Ok(())
     }
 
@@ -270,14 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_larger_than_the_limit_goes_whole_into_a_fresh_file() {
+    fn a_chunk_is_split_at_lines_and_a_long_line_goes_whole_into_a_fresh_file() {
         let d = dir("big");
-        let log = LogFile::new(d.join("out.log")).max_bytes(4).keep(1);
+        let log = LogFile::new(d.join("out.log")).max_bytes(8).keep(3);
         let mut w = RotatingWriter::open(log.clone()).unwrap();
-        w.write(b"ab").unwrap();
-        w.write(b"0123456789").unwrap();
-        assert_eq!(fs::read_to_string(log.path()).unwrap(), "0123456789");
-        assert_eq!(fs::read_to_string(log.rotated(1)).unwrap(), "ab");
+        w.write(b"ab\ncd\n0123456789\nef\n").unwrap();
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap();
+        assert_eq!(read(log.rotated(2)), "ab\ncd\n");
+        assert_eq!(read(log.rotated(1)), "0123456789\n");
+        assert_eq!(read(log.path().to_owned()), "ef\n");
         fs::remove_dir_all(d).unwrap();
     }
 }

@@ -1,0 +1,663 @@
+//! Supervision trees with real processes: every strategy against every kind of death,
+//! restart types, intensity, backoff, graceful stop and escalation, process groups, log
+//! rotation, dynamic children, nested supervisors, and typed errors for bad specs.
+//!
+//! Its own binary: these tests start many processes each, and a test binary of their own
+//! keeps their descriptors and children apart from the rest of the suite.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use procvisor::restart::{Backoff, Intensity, PolicyError, RestartType, Strategy};
+use procvisor::tree::{
+    ChildSpec, Command, Event, EventKind, Events, LogFile, Outcome, Output, RunState, Shutdown,
+    Spec, Tree, TreeError,
+};
+use procvisor_integration::{process_exists, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A worker that blocks until SIGUSR1, then exits with `code`.
+fn sleeper(code: i32) {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])
+        .expect("signal handler");
+    let _ = signals.forever().next();
+    std::process::exit(code);
+}
+
+fn worker(name: &str) -> ChildSpec {
+    ChildSpec::process(name, sleeper, 7).backoff(Backoff::none())
+}
+
+/// The next event that `pred` accepts, or a panic naming what was awaited.
+fn expect(events: &Events, what: &str, pred: impl FnMut(&Event) -> bool) -> Event {
+    events
+        .wait_for(DEADLINE, pred)
+        .unwrap_or_else(|| panic!("no event {what} within {DEADLINE:?}"))
+}
+
+fn child_is(e: &Event, name: &str) -> bool {
+    e.child.as_deref() == Some(name)
+}
+
+fn pids(tree: &Tree) -> HashMap<String, i32> {
+    tree.children()
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| Some((c.name, c.pid?)))
+        .collect()
+}
+
+/// Starts `a`, `b`, `c` under `strategy` and waits for all three to run.
+fn three(strategy: Strategy) -> (Tree, Events) {
+    let spec = Spec::new("t")
+        .strategy(strategy)
+        .child(worker("a"))
+        .child(worker("b"))
+        .child(worker("c"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    for name in ["a", "b", "c"] {
+        expect(&events, "a start", |e| {
+            child_is(e, name) && matches!(e.kind, EventKind::Started { .. })
+        });
+    }
+    (tree, events)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Death {
+    Sigkill,
+    Sigsegv,
+    ExitCode,
+}
+
+/// Kills `b` as `death` says and checks the strategy's answer: who was stopped (in reverse
+/// start order), who was started again (in order), the restart counts, the new pids, and
+/// how `b`'s exit was classified.
+fn restart_matrix(strategy: Strategy, death: Death) {
+    let (tree, events) = three(strategy);
+    let before = pids(&tree);
+    let b = before["b"];
+    let signal = match death {
+        Death::Sigkill => Signal::SIGKILL,
+        Death::Sigsegv => Signal::SIGSEGV,
+        Death::ExitCode => Signal::SIGUSR1,
+    };
+    // Started means spawned: wait until b's target has its SIGUSR1 handler.
+    assert!(
+        wait_until(DEADLINE, || catches_sigusr1(b)),
+        "b never got ready"
+    );
+    kill(Pid::from_raw(b), signal).unwrap();
+    let exited = expect(&events, "b's exit", |e| {
+        child_is(e, "b") && matches!(e.kind, EventKind::Exited { .. })
+    });
+    let EventKind::Exited { exit, .. } = exited.kind else {
+        unreachable!()
+    };
+    assert!(!exit.requested, "{exit}");
+    match death {
+        Death::Sigkill => assert_eq!(exit.status.signal(), Some(9)),
+        Death::Sigsegv => assert_eq!(exit.status.signal(), Some(11)),
+        Death::ExitCode => assert_eq!(exit.status.code(), Some(7)),
+    }
+    let (stopped, restarted): (&[&str], &[&str]) = match strategy {
+        Strategy::OneForOne => (&[], &["b"]),
+        Strategy::OneForAll => (&["c", "a"], &["a", "b", "c"]),
+        Strategy::RestForOne => (&["c"], &["b", "c"]),
+    };
+    // Stops and starts, in order, after b's exit.
+    let mut seen_stops = Vec::new();
+    let mut seen_starts = Vec::new();
+    while seen_starts.len() < restarted.len() {
+        let e = expect(&events, "the restarts", |e| {
+            matches!(e.kind, EventKind::Exited { .. } | EventKind::Started { .. })
+        });
+        let name = e.child.clone().unwrap();
+        match e.kind {
+            EventKind::Exited { exit, .. } => {
+                assert!(exit.requested, "{name} was not asked to stop: {exit}");
+                assert_eq!(exit.status.signal(), Some(15), "{name}: {exit}");
+                seen_stops.push(name);
+            }
+            _ => seen_starts.push(name),
+        }
+    }
+    assert_eq!(seen_stops, stopped, "{strategy:?} on {death:?}");
+    assert_eq!(seen_starts, restarted, "{strategy:?} on {death:?}");
+    let after = tree.children().unwrap();
+    for c in &after {
+        let expected = u32::from(restarted.contains(&c.name.as_str()));
+        assert_eq!(c.restarts, expected, "{}", c.name);
+        assert_eq!(c.state, RunState::Running, "{}", c.name);
+        let pid = c.pid.unwrap();
+        assert_eq!(pid != before[&c.name], expected == 1, "{}'s pid", c.name);
+        assert!(process_exists(pid));
+    }
+    assert!(!process_exists(b) || procvisor_integration::process_state(b) == Some('Z'));
+    assert_eq!(tree.stop(), Outcome::Stopped);
+    for c in after {
+        let pid = c.pid.unwrap();
+        assert!(
+            wait_until(DEADLINE, || !process_exists(pid)),
+            "{pid} survived the stop"
+        );
+    }
+}
+
+/// Whether `pid` has a handler for SIGUSR1 (`SigCgt` in `/proc/<pid>/status`).
+fn catches_sigusr1(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (Signal::SIGUSR1 as i32 - 1)) != 0)
+}
+
+macro_rules! matrix {
+    ($($name:ident: $strategy:ident, $death:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                restart_matrix(Strategy::$strategy, Death::$death);
+            }
+        )*
+    };
+}
+
+matrix! {
+    restart_one_for_one_on_sigkill: OneForOne, Sigkill;
+    restart_one_for_one_on_sigsegv: OneForOne, Sigsegv;
+    restart_one_for_one_on_exit_code: OneForOne, ExitCode;
+    restart_one_for_all_on_sigkill: OneForAll, Sigkill;
+    restart_one_for_all_on_sigsegv: OneForAll, Sigsegv;
+    restart_one_for_all_on_exit_code: OneForAll, ExitCode;
+    restart_rest_for_one_on_sigkill: RestForOne, Sigkill;
+    restart_rest_for_one_on_sigsegv: RestForOne, Sigsegv;
+    restart_rest_for_one_on_exit_code: RestForOne, ExitCode;
+}
+
+/// A shell command child.
+fn sh(name: &str, script: &str) -> ChildSpec {
+    ChildSpec::command(name, Command::new("sh").args(["-c", script])).backoff(Backoff::none())
+}
+
+#[test]
+fn restart_types_follow_otp() {
+    // Restarts are spaced out, so that the permanent child's clean exits do not spin.
+    let slow = Backoff {
+        initial: Duration::from_millis(100),
+        factor: 1.0,
+        jitter: 0.0,
+        ..Backoff::default()
+    };
+    let sh = |name, script| sh(name, script).backoff(slow);
+    let spec = Spec::new("types")
+        .intensity(Intensity {
+            max_restarts: 100,
+            period: Duration::from_secs(10),
+        })
+        .child(sh("perm_ok", "exit 0"))
+        .child(sh("trans_ok", "exit 0").restart(RestartType::Transient))
+        .child(sh("trans_bad", "exit 2").restart(RestartType::Transient))
+        .child(sh("temp_bad", "exit 2").restart(RestartType::Temporary));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    // Both clean and failed exits seen, and the permanent and the failing transient child
+    // coming back (even after a clean exit), in whatever order they happen.
+    let mut want = vec![
+        ("trans_ok", "exit"),
+        ("temp_bad", "exit"),
+        ("perm_ok", "restart"),
+        ("trans_bad", "restart"),
+    ];
+    while !want.is_empty() {
+        let e = expect(&events, "exits and restarts", |_| true);
+        let kind = match e.kind {
+            EventKind::Exited { .. } => "exit",
+            EventKind::Restarting { .. } => "restart",
+            _ => continue,
+        };
+        want.retain(|&(n, k)| !(child_is(&e, n) && k == kind));
+    }
+    let children = tree.children().unwrap();
+    let by_name: HashMap<_, _> = children.iter().map(|c| (c.name.as_str(), c)).collect();
+    assert_eq!(by_name["trans_ok"].state, RunState::Ended);
+    assert_eq!(by_name["trans_ok"].restarts, 0);
+    assert_eq!(
+        by_name["trans_ok"].last_exit.unwrap().status.code(),
+        Some(0)
+    );
+    // OTP: a temporary child leaves its supervisor when it ends.
+    assert!(!by_name.contains_key("temp_bad"), "{children:?}");
+    drop(tree);
+}
+
+#[test]
+fn intensity_exceeded_stops_everything_and_gives_up() {
+    let spec = Spec::new("fragile")
+        .intensity(Intensity {
+            max_restarts: 2,
+            period: Duration::from_secs(30),
+        })
+        .child(worker("steady"))
+        .child(sh("crasher", "exit 9"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let steady = expect(&events, "steady's start", |e| child_is(e, "steady"));
+    let EventKind::Started { pid: steady_pid } = steady.kind else {
+        panic!("{steady:?}")
+    };
+    let gave_up = expect(&events, "giving up", |e| {
+        matches!(e.kind, EventKind::GaveUp { .. })
+    });
+    let EventKind::GaveUp { reason } = gave_up.kind else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("more than 2 restarts") && reason.contains("crasher"),
+        "{reason}"
+    );
+    assert!(reason.contains("exit code 9"), "{reason}");
+    assert_eq!(
+        tree.wait(Some(DEADLINE)),
+        Some(Outcome::GaveUp(reason.clone()))
+    );
+    assert!(wait_until(DEADLINE, || !process_exists(steady_pid)));
+    // The tree is over: its stream ends, requests fail with a typed error.
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::Started { .. }))
+    );
+    assert_eq!(tree.children(), Err(TreeError::Ended));
+}
+
+#[test]
+fn a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() {
+    let inner = Spec::new("inner")
+        .intensity(Intensity {
+            max_restarts: 1,
+            period: Duration::from_secs(30),
+        })
+        .child(sh("crasher", "exit 4"));
+    let spec = Spec::new("outer")
+        .intensity(Intensity {
+            max_restarts: 1,
+            period: Duration::from_secs(30),
+        })
+        .child(worker("steady"))
+        .child(ChildSpec::supervisor(inner).backoff(Backoff::none()));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    // inner gives up; outer restarts it (its one allowed restart); inner gives up again;
+    // outer gives up in turn.
+    let first = expect(&events, "inner giving up", |e| {
+        e.supervisor == "outer/inner" && matches!(e.kind, EventKind::GaveUp { .. })
+    });
+    assert_eq!(first.child, None);
+    expect(&events, "inner restarting", |e| {
+        e.supervisor == "outer"
+            && child_is(e, "inner")
+            && matches!(e.kind, EventKind::Restarting { attempt: 1, .. })
+    });
+    let outer = expect(&events, "outer giving up", |e| {
+        e.supervisor == "outer" && matches!(e.kind, EventKind::GaveUp { .. })
+    });
+    let EventKind::GaveUp { reason } = outer.kind else {
+        unreachable!()
+    };
+    assert!(reason.contains("\"inner\""), "{reason}");
+    assert!(matches!(
+        tree.wait(Some(DEADLINE)),
+        Some(Outcome::GaveUp(_))
+    ));
+}
+
+#[test]
+fn backoff_grows_and_a_missing_program_never_spins() {
+    let backoff = Backoff {
+        initial: Duration::from_millis(20),
+        factor: 2.0,
+        jitter: 0.0,
+        ..Backoff::default()
+    };
+    let spec = Spec::new("missing")
+        .intensity(Intensity {
+            max_restarts: 4,
+            period: Duration::from_secs(60),
+        })
+        .child(
+            ChildSpec::command("ghost", Command::new("/nonexistent/procvisor-ghost"))
+                .backoff(backoff),
+        );
+    let events = spec.events();
+    let started = Instant::now();
+    let tree = spec.start().unwrap();
+    let outcome = tree.wait(Some(DEADLINE)).expect("gives up");
+    assert!(matches!(outcome, Outcome::GaveUp(_)), "{outcome:?}");
+    let all: Vec<Event> = events.iter().collect();
+    let failures: Vec<_> = all
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StartFailed { errno, .. } => Some(*errno),
+            _ => None,
+        })
+        .collect();
+    // The first start and four restarts, each with ENOENT; then it gave up.
+    assert_eq!(failures, vec![Some(libc_enoent()); 5], "{all:#?}");
+    let delays: Vec<Duration> = all
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Restarting { delay, .. } => Some(delay),
+            _ => None,
+        })
+        .collect();
+    let ms = |n| Duration::from_millis(n);
+    assert_eq!(delays, vec![ms(20), ms(40), ms(80), ms(160)]);
+    // The delays were waited out: no loop at full speed.
+    assert!(started.elapsed() >= ms(300), "{:?}", started.elapsed());
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+#[test]
+fn a_child_that_ignores_sigterm_is_killed_after_its_grace_with_its_group() {
+    // The shell and its sleep both ignore SIGTERM (an ignored signal stays ignored across
+    // exec); the grace period passes and the whole group gets SIGKILL.
+    let spec = Spec::new("stubborn").child(
+        sh("deaf", "trap '' TERM; sleep 3600 & sleep 3600 & wait").shutdown(Shutdown::Graceful {
+            signal: Signal::SIGTERM,
+            grace: Duration::from_millis(300),
+        }),
+    );
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let started = expect(&events, "deaf's start", |e| child_is(e, "deaf"));
+    let EventKind::Started { pid } = started.kind else {
+        panic!("{started:?}")
+    };
+    // Both sleeps are up, in the shell's process group.
+    assert!(wait_until(DEADLINE, || group_members(pid).len() >= 3));
+    let group = group_members(pid);
+    let t = Instant::now();
+    let outcome = tree.stop();
+    assert_eq!(outcome, Outcome::Stopped);
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let all: Vec<Event> = events.iter().collect();
+    assert!(
+        all.iter()
+            .any(|e| e.kind == EventKind::StopTimedOut { pid }),
+        "{all:#?}"
+    );
+    let exit = all
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::Exited { exit, .. } => Some(exit),
+            _ => None,
+        })
+        .unwrap();
+    assert!(exit.requested && exit.escalated, "{exit}");
+    assert_eq!(exit.status.signal(), Some(9));
+    for p in group {
+        assert!(
+            wait_until(Duration::from_secs(2), || !alive(p)),
+            "{p} of the group survived"
+        );
+    }
+}
+
+/// The processes in process group `pgid` that are not zombies.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Alive and not a zombie (zombies left to init are never reaped in some sandboxes).
+fn alive(pid: i32) -> bool {
+    process_exists(pid) && procvisor_integration::process_state(pid) != Some('Z')
+}
+
+#[test]
+fn a_crashed_command_takes_what_is_left_of_its_group_with_it() {
+    let spec = Spec::new("leaky").child(sh("parent", "sleep 3600 & sleep 3600 & wait"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let started = expect(&events, "the start", |e| child_is(e, "parent"));
+    let EventKind::Started { pid } = started.kind else {
+        panic!("{started:?}")
+    };
+    assert!(wait_until(DEADLINE, || group_members(pid).len() >= 3));
+    let group = group_members(pid);
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    expect(&events, "the restart", |e| {
+        child_is(e, "parent") && matches!(e.kind, EventKind::Started { .. })
+    });
+    for p in group {
+        assert!(
+            wait_until(Duration::from_secs(2), || !alive(p)),
+            "{p} survived"
+        );
+    }
+    drop(tree);
+}
+
+#[test]
+fn command_output_goes_to_size_rotated_logs() {
+    let dir = temp_dir("logs");
+    let log = LogFile::new(dir.join("out.log")).max_bytes(64).keep(2);
+    let script = "i=0; while [ $i -lt 40 ]; do echo line-$i; echo err-$i >&2; i=$((i+1)); done";
+    let spec = Spec::new("logger").child(
+        ChildSpec::command(
+            "chatty",
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(Output::File(log.clone()))
+                .stderr(Output::File(log.clone())),
+        )
+        .restart(RestartType::Transient),
+    );
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    expect(&events, "the exit", |e| {
+        matches!(e.kind, EventKind::Exited { .. })
+    });
+    let rotated = |n: u32| dir.join(format!("out.log.{n}"));
+    // The pump finishes writing shortly after the exit.
+    assert!(wait_until(DEADLINE, || {
+        std::fs::read_to_string(dir.join("out.log")).is_ok_and(|s| s.contains("err-39"))
+    }));
+    // Whole lines, never past the limit, the newest last; two rotated files kept.
+    let files = [dir.join("out.log"), rotated(1), rotated(2)];
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    for t in &texts {
+        assert!(t.len() <= 64 && t.ends_with('\n'), "{t:?}");
+    }
+    assert!(!rotated(3).exists(), "only two rotated files are kept");
+    let kept: Vec<&str> = texts.iter().rev().flat_map(|t| t.lines()).collect();
+    let all: Vec<String> = (0..40)
+        .flat_map(|i| [format!("line-{i}"), format!("err-{i}")])
+        .collect();
+    // What is kept is the tail of what the child wrote, in order (stdout and stderr are
+    // one pipe, so the lines interleave exactly as written).
+    assert_eq!(kept, all[all.len() - kept.len()..]);
+    drop(tree);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("procvisor-sup-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn children_are_added_removed_and_scaled_at_run_time() {
+    let spec = Spec::new("dyn").child(
+        ChildSpec::command("pool", Command::new("sleep").arg("3600"))
+            .replicas(2)
+            .backoff(Backoff::none()),
+    );
+    let tree = spec.start().unwrap();
+    let running = |tree: &Tree| -> Vec<String> {
+        tree.children()
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.state == RunState::Running)
+            .map(|c| c.name)
+            .collect()
+    };
+    assert!(wait_until(DEADLINE, || running(&tree).len() == 2));
+    assert_eq!(running(&tree), ["pool.0", "pool.1"]);
+
+    tree.add_child(worker("extra")).unwrap();
+    assert_eq!(
+        tree.add_child(worker("extra")),
+        Err(TreeError::DuplicateName("extra".into()))
+    );
+    assert!(wait_until(DEADLINE, || running(&tree).len() == 3));
+    let extra = pids(&tree)["extra"];
+    tree.remove_child("extra").unwrap();
+    assert!(
+        !alive(extra),
+        "remove_child returns once the child has stopped"
+    );
+    assert_eq!(
+        tree.remove_child("extra"),
+        Err(TreeError::NoSuchChild("extra".into()))
+    );
+
+    tree.scale("pool", 4).unwrap();
+    assert!(wait_until(DEADLINE, || running(&tree).len() == 4));
+    assert_eq!(running(&tree), ["pool.0", "pool.1", "pool.2", "pool.3"]);
+    let before = pids(&tree);
+    tree.scale("pool", 1).unwrap();
+    assert_eq!(running(&tree), ["pool.0"]);
+    for gone in ["pool.1", "pool.2", "pool.3"] {
+        assert!(!alive(before[gone]), "{gone} still runs");
+    }
+    assert_eq!(
+        tree.scale("pool.0", 2),
+        Err(TreeError::NotAGroup("pool.0".into()))
+    );
+    assert_eq!(
+        tree.scale("nope", 2),
+        Err(TreeError::NoSuchChild("nope".into()))
+    );
+    assert_eq!(tree.stop(), Outcome::Stopped);
+    assert!(wait_until(DEADLINE, || !alive(before["pool.0"])));
+}
+
+#[test]
+fn bad_specs_are_typed_errors_before_anything_starts() {
+    let ok = || sh("fine", "sleep 3600");
+    let cases: Vec<(Spec, TreeError)> = vec![
+        (
+            Spec::new("zero").intensity(Intensity {
+                max_restarts: 1,
+                period: Duration::ZERO,
+            }),
+            TreeError::Policy(PolicyError::ZeroPeriod),
+        ),
+        (
+            Spec::new("empty")
+                .child(ok())
+                .child(ChildSpec::command("e", Command::new(""))),
+            TreeError::EmptyCommand("e".into()),
+        ),
+        (
+            Spec::new("dup").child(ok()).child(ok()),
+            TreeError::DuplicateName("fine".into()),
+        ),
+        (
+            Spec::new("slash").child(ok()).child(sh("a/b", "true")),
+            TreeError::BadName("a/b".into()),
+        ),
+        (
+            Spec::new("factor")
+                .child(ok())
+                .child(sh("f", "true").backoff(Backoff {
+                    factor: 0.5,
+                    ..Backoff::default()
+                })),
+            TreeError::Policy(PolicyError::BadBackoff("factor must be at least 1")),
+        ),
+        (
+            Spec::new("nested").child(ok()).child(ChildSpec::supervisor(
+                Spec::new("inner").child(ok()).child(ok()),
+            )),
+            TreeError::DuplicateName("fine".into()),
+        ),
+    ];
+    let before = procvisor_integration::children_of(std::process::id() as i32).len();
+    for (spec, want) in cases {
+        let name = spec.name().to_owned();
+        assert_eq!(spec.start().err(), Some(want), "{name}");
+    }
+    // Nothing was started: no `sleep 3600` of ours appeared.
+    let after = procvisor_integration::children_of(std::process::id() as i32);
+    assert!(
+        after.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .map_or(true, |c| !c.contains("sleep\u{0}3600"))
+        }),
+        "{before} → {after:?}"
+    );
+}
+
+#[test]
+fn stop_order_is_reverse_start_order() {
+    let spec = Spec::new("order")
+        .child(sh("first", "sleep 3600"))
+        .child(worker("second"))
+        .child(sh("third", "sleep 3600"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let starts: Vec<String> = (0..3)
+        .map(|_| {
+            expect(&events, "starts", |e| {
+                matches!(e.kind, EventKind::Started { .. })
+            })
+            .child
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(starts, ["first", "second", "third"]);
+    assert_eq!(tree.stop(), Outcome::Stopped);
+    let stops: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Exited { .. }))
+        .map(|e| e.child.unwrap())
+        .collect();
+    assert_eq!(stops, ["third", "second", "first"]);
+}
