@@ -661,3 +661,32 @@ fn stop_order_is_reverse_start_order() {
         .collect();
     assert_eq!(stops, ["third", "second", "first"]);
 }
+
+#[test]
+fn sigkill_of_the_supervising_process_leaves_no_child_alive_after_one_second() {
+    use std::io::{BufRead, BufReader};
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_tree_parent"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pids: Vec<i32> = line
+        .strip_prefix("PIDS ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{line}");
+    for &pid in &pids {
+        assert!(alive(pid), "{pid} is not running");
+    }
+    let t = Instant::now();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let gone = wait_until(Duration::from_secs(1), || pids.iter().all(|&p| !alive(p)));
+    let survivors: Vec<_> = pids.iter().filter(|&&p| alive(p)).collect();
+    assert!(gone, "survivors after {:?}: {survivors:?}", t.elapsed());
+}

@@ -82,7 +82,7 @@ mod reaper;
 
 pub use logs::{LogFile, Output};
 pub use node::{AddChild, Children, Node, RemoveChild, Scale, ShutdownTree};
-pub use reaper::set_child_subreaper;
+pub use reaper::{orphans_reaped, set_child_subreaper};
 
 /// How a child is stopped.
 ///

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -18,6 +19,20 @@ use nix::unistd::Pid;
 
 /// The process groups of the commands this process started.
 static GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Orphans reaped so far.
+static REAPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many processes left behind by supervised commands this process has reaped as their
+/// subreaper (see [`set_child_subreaper`]).
+///
+/// ```
+/// let before = procvisor::tree::orphans_reaped();
+/// assert!(procvisor::tree::orphans_reaped() >= before);
+/// ```
+pub fn orphans_reaped() -> u64 {
+    REAPED.load(Ordering::Relaxed)
+}
 
 /// Records the process group that a command leads (its pid).
 pub(crate) fn track_group(pgid: i32) {
@@ -89,7 +104,12 @@ pub(crate) fn reap_orphans() {
             continue;
         };
         if state == 'Z' && pgid != pid && groups.contains(&pgid) {
-            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            if let Ok(
+                nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..),
+            ) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG))
+            {
+                REAPED.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
