@@ -690,3 +690,62 @@ fn sigkill_of_the_supervising_process_leaves_no_child_alive_after_one_second() {
     let survivors: Vec<_> = pids.iter().filter(|&&p| alive(p)).collect();
     assert!(gone, "survivors after {:?}: {survivors:?}", t.elapsed());
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[test]
+fn a_service_keeps_one_address_across_restarts() {
+    use procvisor::mailbox::{Call, MailboxError, WhileRestarting};
+    let slow = Backoff {
+        initial: Duration::from_millis(300),
+        factor: 1.0,
+        jitter: 0.0,
+        ..Backoff::default()
+    };
+    let (waiting, waiting_addr) =
+        ChildSpec::service("wait", square, 8, WhileRestarting::Wait(DEADLINE));
+    let (failing, failing_addr) = ChildSpec::service("fail", square, 8, WhileRestarting::Fail);
+    let spec = Spec::new("svc")
+        .child(waiting.backoff(slow))
+        .child(failing.backoff(slow));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let sys = actix::System::new();
+    let call = |addr: &actix::Addr<procvisor::mailbox::Mailbox<u64, u64>>, x| {
+        sys.block_on(addr.send(Call::new(x)))
+            .expect("the mailbox is alive")
+    };
+    assert_eq!(call(&waiting_addr, 3).unwrap(), 9);
+    assert_eq!(call(&failing_addr, 5).unwrap(), 25);
+
+    let before = pids(&tree);
+    for name in ["wait", "fail"] {
+        kill(Pid::from_raw(before[name]), Signal::SIGKILL).unwrap();
+        expect(&events, "the worker's death", |e| {
+            child_is(e, name) && matches!(e.kind, EventKind::Exited { .. })
+        });
+    }
+    // Both are inside their 300 ms backoff now. One mailbox fails fast; the other waits
+    // for the new worker, which answers at the same address.
+    assert!(matches!(
+        call(&failing_addr, 6),
+        Err(MailboxError::Restarting)
+    ));
+    assert_eq!(call(&waiting_addr, 4).unwrap(), 16);
+    let after = pids(&tree);
+    assert_ne!(after["wait"], before["wait"]);
+    expect(&events, "fail's restart", |e| {
+        child_is(e, "fail") && matches!(e.kind, EventKind::Started { .. })
+    });
+    assert_eq!(call(&failing_addr, 7).unwrap(), 49);
+
+    // Once the child has left the tree, calls fail instead of waiting.
+    tree.remove_child("wait").unwrap();
+    assert!(matches!(
+        call(&waiting_addr, 8),
+        Err(MailboxError::WorkerGone)
+    ));
+    drop(tree);
+}

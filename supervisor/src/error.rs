@@ -56,6 +56,13 @@ impl Error {
         }
     }
 
+    /// A start that failed on an I/O error (EIO when it carries no errno).
+    pub(crate) fn spawn_io(e: &std::io::Error) -> Self {
+        Error::new(Kind::Spawn(Errno::from_raw(
+            e.raw_os_error().unwrap_or(nix::libc::EIO),
+        )))
+    }
+
     /// The process was used before `start()`.
     pub fn is_not_started(&self) -> bool {
         matches!(*self.kind, Kind::NotStarted(_))

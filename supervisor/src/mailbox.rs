@@ -42,6 +42,8 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
 use procvisor_protocol::frame::decode_value;
@@ -78,6 +80,9 @@ pub enum MailboxError {
     Broken(DecodeError),
     /// The socket failed.
     Io(io::Error),
+    /// The supervised worker behind the mailbox is restarting (and the mailbox was built to
+    /// fail fast, or the wait for it timed out).
+    Restarting,
 }
 
 impl fmt::Display for MailboxError {
@@ -91,6 +96,7 @@ impl fmt::Display for MailboxError {
             }
             MailboxError::Broken(_) => f.write_str("mailbox broken by an invalid frame"),
             MailboxError::Io(_) => f.write_str("mailbox i/o failed"),
+            MailboxError::Restarting => f.write_str("the worker is restarting"),
         }
     }
 }
@@ -187,6 +193,135 @@ where
             ctx.set_mailbox_capacity(capacity);
             Mailbox {
                 sock: sock.map_err(|e| e.to_string()).ok(),
+                generation: 0,
+                link: None,
+                broken: None,
+                _types: PhantomData,
+            }
+        })
+    }
+
+    /// The socket, for a supervised worker's [`Link`].
+    pub(crate) fn into_socket(self) -> UnixStream {
+        self.sock
+    }
+}
+
+/// What a call to a supervised worker's mailbox does while the worker restarts.
+///
+/// ```
+/// use std::time::Duration;
+/// use procvisor::mailbox::WhileRestarting;
+/// let policy = WhileRestarting::Wait(Duration::from_secs(5));
+/// assert_ne!(policy, WhileRestarting::Fail);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhileRestarting {
+    /// Wait (in the bounded mailbox) up to this long for the new worker, then fail with
+    /// [`MailboxError::Restarting`].
+    Wait(Duration),
+    /// Fail at once with [`MailboxError::Restarting`].
+    Fail,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    sock: Option<UnixStream>,
+    generation: u64,
+    closed: bool,
+}
+
+/// The link from one stable [`Mailbox`] to whichever process currently serves it: a
+/// supervision tree attaches the socket of each new worker it starts.
+#[derive(Debug)]
+pub(crate) struct Link {
+    state: Mutex<LinkState>,
+    notify: tokio::sync::Notify,
+    policy: WhileRestarting,
+}
+
+impl Link {
+    pub(crate) fn new(policy: WhileRestarting) -> Arc<Link> {
+        Arc::new(Link {
+            state: Mutex::new(LinkState::default()),
+            notify: tokio::sync::Notify::new(),
+            policy,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new worker serves the mailbox from now on.
+    pub(crate) fn attach(&self, sock: UnixStream) {
+        let mut st = self.lock();
+        st.sock = Some(sock);
+        st.generation += 1;
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    /// No worker will serve it again: waiting and later calls fail with `WorkerGone`.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.sock = None;
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The newest worker's socket, waiting for one as the policy says.
+    async fn next(&self) -> Result<(tokio::net::UnixStream, u64), MailboxError> {
+        let deadline = match self.policy {
+            WhileRestarting::Wait(t) => Some(tokio::time::Instant::now() + t),
+            WhileRestarting::Fail => None,
+        };
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(MailboxError::WorkerGone);
+                }
+                if let Some(sock) = st.sock.take() {
+                    let generation = st.generation;
+                    let sock = sock
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::UnixStream::from_std(sock))
+                        .map_err(MailboxError::Io)?;
+                    return Ok((sock, generation));
+                }
+            }
+            let Some(deadline) = deadline else {
+                return Err(MailboxError::Restarting);
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(MailboxError::Restarting);
+            }
+        }
+    }
+}
+
+impl<Req, Resp> Mailbox<Req, Resp>
+where
+    Req: Serialize + Unpin + 'static,
+    Resp: DeserializeOwned + Unpin + 'static,
+{
+    /// A mailbox served by whichever worker `link` attaches, on procvisor's runtime.
+    pub(crate) fn linked(link: Arc<Link>, capacity: usize) -> Addr<Self> {
+        let capacity = capacity.max(1);
+        let rt = crate::runtime::get();
+        Mailbox::start_in_arbiter(&rt.arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            Mailbox {
+                sock: None,
+                generation: 0,
+                link: Some(link),
                 broken: None,
                 _types: PhantomData,
             }
@@ -198,6 +333,10 @@ where
 pub struct Mailbox<Req, Resp> {
     /// `None` while a request is in flight (the future holds it), or once gone.
     sock: Option<tokio::net::UnixStream>,
+    /// The link generation `sock` came from.
+    generation: u64,
+    /// For a supervised worker: where the next worker's socket comes from.
+    link: Option<Arc<Link>>,
     broken: Option<DecodeError>,
     _types: PhantomData<fn(Req) -> Resp>,
 }
@@ -215,26 +354,38 @@ impl<Req: Unpin + 'static, Resp: Unpin + 'static> Actor for Mailbox<Req, Resp> {
     type Context = Context<Self>;
 }
 
+/// How a round trip failed.
+enum Trip {
+    /// The request never left: the worker was gone before it was written.
+    NotSent,
+    Failed(MailboxError),
+}
+
 /// One request out, one reply back.
 async fn round_trip<Resp: DeserializeOwned>(
     sock: &mut tokio::net::UnixStream,
-    request: Vec<u8>,
-) -> Result<Resp, MailboxError> {
+    request: &[u8],
+) -> Result<Resp, Trip> {
     let gone = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::ConnectionReset => MailboxError::WorkerGone,
         _ => MailboxError::Io(e),
     };
-    sock.write_all(&request).await.map_err(gone)?;
+    sock.write_all(request).await.map_err(|e| match gone(e) {
+        MailboxError::WorkerGone => Trip::NotSent,
+        other => Trip::Failed(other),
+    })?;
     let mut header = [0u8; HEADER_LEN];
-    sock.read_exact(&mut header).await.map_err(gone)?;
+    sock.read_exact(&mut header)
+        .await
+        .map_err(|e| Trip::Failed(gone(e)))?;
     let len = u32::from_be_bytes(header) as usize;
     if len > DEFAULT_MAX_FRAME_LEN {
-        return Err(MailboxError::Broken(DecodeError::Oversized {
+        return Err(Trip::Failed(MailboxError::Broken(DecodeError::Oversized {
             len,
             max: DEFAULT_MAX_FRAME_LEN,
-        }));
+        })));
     }
     let mut payload = vec![0u8; len];
     sock.read_exact(&mut payload)
@@ -245,10 +396,13 @@ async fn round_trip<Resp: DeserializeOwned>(
                 got: HEADER_LEN,
             }),
             _ => gone(e),
-        })?;
-    decode_value(&payload).map_err(|source| MailboxError::Decode {
-        expected: std::any::type_name::<Resp>(),
-        source,
+        })
+        .map_err(Trip::Failed)?;
+    decode_value(&payload).map_err(|source| {
+        Trip::Failed(MailboxError::Decode {
+            expected: std::any::type_name::<Resp>(),
+            source,
+        })
     })
 }
 
@@ -274,22 +428,61 @@ where
         }
         frame[..HEADER_LEN].copy_from_slice(&(payload.len() as u32).to_be_bytes());
         frame.extend_from_slice(&payload);
-        let Some(mut sock) = self.sock.take() else {
+        // A newer worker than the one this socket reaches: drop the old one.
+        if let Some(link) = &self.link {
+            if link.generation() != self.generation {
+                self.sock = None;
+            }
+        }
+        let current = self.sock.take().map(|s| (s, self.generation));
+        if current.is_none() && self.link.is_none() {
             return ready(Err(MailboxError::WorkerGone));
-        };
+        }
+        let link = self.link.clone();
         // Atomic: the actor handles nothing else until the reply is in, so requests are
         // served in order and the rest wait in the bounded mailbox.
         AtomicResponse::new(Box::pin(
             async move {
-                let result = round_trip::<Resp>(&mut sock, frame).await;
-                (sock, result)
+                let mut current = current;
+                loop {
+                    let (mut sock, generation) = match current.take() {
+                        Some(c) => c,
+                        None => match &link {
+                            Some(link) => match link.next().await {
+                                Ok(c) => c,
+                                Err(e) => return (None, Err(e)),
+                            },
+                            None => return (None, Err(MailboxError::WorkerGone)),
+                        },
+                    };
+                    match round_trip::<Resp>(&mut sock, &frame).await {
+                        Ok(v) => return (Some((sock, generation)), Ok(v)),
+                        // The worker died before the request left: for a supervised one,
+                        // its successor gets it.
+                        Err(Trip::NotSent) if link.is_some() => continue,
+                        Err(Trip::NotSent) => return (None, Err(MailboxError::WorkerGone)),
+                        Err(Trip::Failed(e)) => return (Some((sock, generation)), Err(e)),
+                    }
+                }
             }
             .into_actor(self)
             .map(|(sock, result), act, _| {
                 match &result {
-                    Err(MailboxError::WorkerGone) | Err(MailboxError::Io(_)) => {}
-                    Err(MailboxError::Broken(e)) => act.broken = Some(e.clone()),
-                    _ => act.sock = Some(sock),
+                    Err(MailboxError::WorkerGone)
+                    | Err(MailboxError::Io(_))
+                    | Err(MailboxError::Restarting) => {}
+                    Err(MailboxError::Broken(e)) if act.link.is_none() => {
+                        act.broken = Some(e.clone())
+                    }
+                    // A supervised worker that broke the protocol is not trusted again;
+                    // its successor gets a fresh socket.
+                    Err(MailboxError::Broken(_)) => {}
+                    _ => {
+                        if let Some((sock, generation)) = sock {
+                            act.sock = Some(sock);
+                            act.generation = generation;
+                        }
+                    }
                 }
                 result
             }),

@@ -381,7 +381,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             launched.sentinel,
             launched.control,
         )
-        .map_err(|e| Error::new(Kind::Spawn(spawn_errno(&e))))?;
+        .map_err(|e| Error::spawn_io(&e))?;
         self.worker = Some(crate::worker::adopt(child.clone()));
         self.child = Some(child);
         Ok(())
@@ -660,10 +660,6 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         self.closed = true;
         Ok(())
     }
-}
-
-fn spawn_errno(e: &std::io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }
 
 /// This process, as Python's `current_process()` describes it.

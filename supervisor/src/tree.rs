@@ -305,6 +305,67 @@ impl ChildSpec {
         Self::with_target(name, Target::Process(start))
     }
 
+    /// A supervised worker that answers typed requests with `handler`, behind one mailbox
+    /// address that survives its restarts (issue: messaging across restarts).
+    ///
+    /// Returns the spec and the address. Requests are served one at a time, in order; the
+    /// mailbox holds at most `capacity` waiting ones (backpressure for `send`, `Full` for
+    /// `try_send`). While the worker restarts, calls wait for the new one or fail at once
+    /// with [`MailboxError::Restarting`](crate::mailbox::MailboxError::Restarting), as
+    /// `while_restarting` says. Delivery is at most once: the request in flight when the
+    /// worker dies fails with `WorkerGone` (it may or may not have been handled). Once the
+    /// child has left the tree, calls fail with `WorkerGone`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use procvisor::mailbox::{Call, WhileRestarting};
+    /// use procvisor::tree::{ChildSpec, Spec};
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let (spec, addr) = ChildSpec::service("square", square, 16, WhileRestarting::Wait(Duration::from_secs(5)));
+    /// let tree = Spec::new("app").child(spec).start()?;
+    /// actix::System::new().block_on(async {
+    ///     assert_eq!(addr.send(Call::new(12)).await.unwrap().unwrap(), 144);
+    /// });
+    /// # drop(tree);
+    /// # Ok::<(), procvisor::tree::TreeError>(())
+    /// ```
+    pub fn service<H, Req, Resp>(
+        name: impl Into<String>,
+        handler: H,
+        capacity: usize,
+        while_restarting: crate::mailbox::WhileRestarting,
+    ) -> (Self, Addr<crate::mailbox::Mailbox<Req, Resp>>)
+    where
+        H: Fn(Req) -> Resp + Copy + Send + Sync + 'static,
+        Req: Serialize + DeserializeOwned + Unpin + Send + 'static,
+        Resp: Serialize + DeserializeOwned + Unpin + Send + 'static,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<H>() == 0,
+                "a service handler must be a fn item or a non-capturing closure"
+            )
+        };
+        let _ = handler;
+        let link = crate::mailbox::Link::new(while_restarting);
+        let addr = crate::mailbox::Mailbox::<Req, Resp>::linked(link.clone(), capacity);
+        let closer = Arc::new(CloseOnDrop(link.clone()));
+        let start: StartFn = Arc::new(move |name: &str, method: StartMethod| {
+            let _keep = &closer;
+            let (end, conn) =
+                crate::mailbox::channel::<Req, Resp>().map_err(|e| crate::Error::spawn_io(&e))?;
+            let p = crate::Process::<u64>::new(serve::<H, Req, Resp>, conn)
+                .with_name(name)
+                .with_start_method(method);
+            let running = launch::Running::process(p)?;
+            link.attach(end.into_socket());
+            Ok(running)
+        });
+        (Self::with_target(name, Target::Process(start)), addr)
+    }
+
     /// A child that runs an external program.
     ///
     /// ```
@@ -414,6 +475,28 @@ impl ChildSpec {
             Target::Supervisor(s) => s.validate(),
             _ => Ok(()),
         }
+    }
+}
+
+/// The target of a service child: serve requests with the zero-sized handler `H`.
+fn serve<H, Req, Resp>(conn: crate::Connection) -> u64
+where
+    H: Fn(Req) -> Resp,
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    let handler = procvisor_worker::entry::zero_sized_callable::<H, Req, Resp>();
+    crate::mailbox::serve(conn, handler).unwrap_or(0)
+}
+
+/// Closes a service's mailbox link when the last copy of its spec goes (the child left the
+/// tree, or the tree ended): waiting calls then fail instead of waiting for a worker that
+/// will not come.
+struct CloseOnDrop(Arc<crate::mailbox::Link>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
