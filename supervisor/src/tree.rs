@@ -1115,6 +1115,7 @@ impl Tree {
     /// [`AddChild`], [`RemoveChild`], [`Scale`] or [`ShutdownTree`].
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), Box<dyn std::error::Error>> {
     /// let children = tree.addr().send(procvisor::tree::Children).await?;
     /// # let _ = children; Ok(()) }
@@ -1126,6 +1127,7 @@ impl Tree {
     /// A blocking iterator over the tree's events from now on.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) {
     /// for event in tree.events() {
     ///     println!("{event}");
@@ -1139,6 +1141,7 @@ impl Tree {
     /// Sends the tree's events from now on to an actor too.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree, r: actix::Recipient<procvisor::tree::Event>) {
     /// tree.subscribe(r);
     /// # }
@@ -1150,6 +1153,7 @@ impl Tree {
     /// The root's children, in start order, with their state.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// for c in tree.children()? {
     ///     println!("{} {:?} restarts={}", c.name, c.pid, c.restarts);
@@ -1163,6 +1167,7 @@ impl Tree {
     /// Adds a child at the end and starts it.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// use procvisor::tree::{ChildSpec, Command};
     /// tree.add_child(ChildSpec::command("extra", Command::new("sleep").arg("60")))?;
@@ -1176,6 +1181,7 @@ impl Tree {
     /// stopped.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// tree.remove_child("extra")?;
     /// # Ok(()) }
@@ -1188,6 +1194,7 @@ impl Tree {
     /// once the removed ones have stopped.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// tree.scale("workers", 8)?;
     /// # Ok(()) }
@@ -1200,6 +1207,7 @@ impl Tree {
     /// still running.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) {
     /// if let Some(outcome) = tree.wait(Some(std::time::Duration::from_secs(1))) {
     ///     println!("ended: {outcome:?}");
@@ -1213,6 +1221,7 @@ impl Tree {
     /// How the tree ended, as a future.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo(tree: &procvisor::tree::Tree) {
     /// let outcome = tree.wait_async().await;
     /// # let _ = outcome; }
@@ -1225,6 +1234,7 @@ impl Tree {
     /// ended (`GaveUp` if it had already given up).
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(tree: procvisor::tree::Tree) {
     /// let outcome = tree.stop();
     /// # let _ = outcome; }
