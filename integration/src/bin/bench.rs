@@ -28,6 +28,10 @@
 //!   round trip): `procvisor::{Lock, Value, Event}`, with raw process-shared
 //!   `pthread_mutex_t` and futex floors (`pthread_mutex_pair`, `pthread_mutex_2x200k`,
 //!   `futex_pingpong`); see `integration/src/bench/sync.rs`.
+//! - `restart_latency_p50` / `_p99` (µs, SIGKILL of a supervised child to its replacement
+//!   running, with `kill_reap` / `kill_reap_p99` floors) and `supervise_1000_start`, `_rss`,
+//!   `_idle_cpu`, `_stop` (a tree of 1,000 children), in a table of their own beside issue
+//!   4's targets; see `integration/src/bench/tree.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
 //!   `queue_bench.py` and `sync_bench.py`, run with `python3`.
 //!
@@ -66,6 +70,8 @@ mod queue;
 mod report;
 #[path = "../bench/sync.rs"]
 mod sync;
+#[path = "../bench/tree.rs"]
+mod tree;
 
 use report::Figure;
 
@@ -142,7 +148,10 @@ fn usage() -> &'static str {
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
      \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join,\n\
      \x20          actor_request_rtt, lock_uncontended, value_contended_2x200k,\n\
-     \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong"
+     \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong,\n\
+     \x20          restart_latency_p50, restart_latency_p99, kill_reap, kill_reap_p99,\n\
+     \x20          supervise_1000_start, supervise_1000_rss, supervise_1000_idle_cpu,\n\
+     \x20          supervise_1000_stop"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -347,6 +356,36 @@ fn main() -> ExitCode {
             record(&mut figs, r, floor_name, &mut notes);
         }
     }
+    if tree::wants_restart(&cfg) {
+        let m = tree::METHOD.as_str();
+        progress(&format!("procvisor restart_latency {m} (and os kill_reap)"));
+        let r = tree::bench_restart(&cfg);
+        record(
+            &mut figs,
+            r,
+            &format!("procvisor restart_latency {m}"),
+            &mut notes,
+        );
+        notes.push(tree::restart_note(&cfg));
+    } else if tree::wants_floor_only(&cfg) {
+        progress("os kill_reap");
+        let r = tree::floor_only(&cfg);
+        record(&mut figs, r, "kill_reap", &mut notes);
+    }
+    if tree::wants_supervise(&cfg) {
+        let m = tree::METHOD.as_str();
+        progress(&format!("procvisor supervise_1000 {m}"));
+        let r = tree::bench_supervise(&cfg).map(|(f, note)| {
+            notes.push(note);
+            f
+        });
+        record(
+            &mut figs,
+            r,
+            &format!("procvisor supervise_1000 {m}"),
+            &mut notes,
+        );
+    }
     // `idle_rss` measures both; keep only what the filter asked for.
     figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
     if python.is_none() {
@@ -377,6 +416,10 @@ fn main() -> ExitCode {
     } else {
         println!();
         print!("{}", report::table(&figs));
+        let supervision = tree::table(&figs);
+        if !supervision.is_empty() {
+            print!("\n{supervision}");
+        }
         let floors = report::floors(&figs);
         if !floors.is_empty() {
             println!("\nOS floor (median [min–max]):\n{floors}");
