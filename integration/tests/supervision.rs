@@ -55,6 +55,10 @@ fn pids(tree: &Tree) -> HashMap<String, i32> {
 fn three(strategy: Strategy) -> (Tree, Events) {
     let spec = Spec::new("t")
         .strategy(strategy)
+        .intensity(Intensity {
+            max_restarts: 100,
+            period: Duration::from_secs(60),
+        })
         .child(worker("a"))
         .child(worker("b"))
         .child(worker("c"));
@@ -748,4 +752,76 @@ fn a_service_keeps_one_address_across_restarts() {
         Err(MailboxError::WorkerGone)
     ));
     drop(tree);
+}
+
+/// A small xorshift generator: the random test prints its seed, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn random_kills_under_every_strategy_keep_the_books() {
+    let seed = std::env::var("PROCVISOR_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("PROCVISOR_SEED={seed}");
+    let mut rng = Rng(seed);
+    let names = ["a", "b", "c"];
+    for strategy in [
+        Strategy::OneForOne,
+        Strategy::OneForAll,
+        Strategy::RestForOne,
+    ] {
+        let (tree, events) = three(strategy);
+        let mut expected = [0u32; 3];
+        for _ in 0..6 {
+            // Every child running its target, so that the kill lands where it is meant to.
+            let running = pids(&tree);
+            assert!(wait_until(DEADLINE, || {
+                names.iter().all(|n| catches_sigusr1(running[*n]))
+            }));
+            let victim = rng.below(3);
+            let signal = [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGUSR1][rng.below(3)];
+            kill(Pid::from_raw(running[names[victim]]), signal).unwrap();
+            let affected: Vec<usize> = match strategy {
+                Strategy::OneForOne => vec![victim],
+                Strategy::OneForAll => vec![0, 1, 2],
+                Strategy::RestForOne => (victim..3).collect(),
+            };
+            for &k in &affected {
+                expected[k] += 1;
+            }
+            for &k in &affected {
+                expect(&events, "a restarted child", |e| {
+                    child_is(e, names[k]) && matches!(e.kind, EventKind::Started { .. })
+                });
+            }
+            let counts: Vec<u32> = tree
+                .children()
+                .unwrap()
+                .iter()
+                .map(|c| c.restarts)
+                .collect();
+            assert_eq!(
+                counts, expected,
+                "{strategy:?}, {signal} to {} (seed {seed})",
+                names[victim]
+            );
+        }
+        assert_eq!(tree.stop(), Outcome::Stopped);
+    }
 }
