@@ -56,6 +56,7 @@ mod error;
 pub mod listener;
 pub mod mailbox;
 mod per_process;
+pub mod pool;
 pub mod process;
 pub mod queues;
 pub mod restart;
@@ -77,6 +78,7 @@ pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
 };
+pub use pool::{AsyncResult, Pool, PoolError};
 pub use procvisor_protocol::{Peer, RemoteError};
 pub use procvisor_worker::identity::Identity;
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
