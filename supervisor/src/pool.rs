@@ -880,6 +880,8 @@ impl Pool {
     }
 
     fn join_background(&self) {
+        // It leaves once the pool is finished or terminated, when next woken.
+        self.shared.notify_all();
         let handle = self
             .background
             .lock()
