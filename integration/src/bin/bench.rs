@@ -28,8 +28,11 @@
 //!   round trip): `procvisor::{Lock, Value, Event}`, with raw process-shared
 //!   `pthread_mutex_t` and futex floors (`pthread_mutex_pair`, `pthread_mutex_2x200k`,
 //!   `futex_pingpong`); see `integration/src/bench/sync.rs`.
+//! - `pool_map_1M_default_chunksize`, `pool_map_chunksize1`, `pool_imap_unordered_chunksize1`
+//!   (items/s), `pool_apply_rtt` (µs, floor `pool_pipe_rtt`) and `pool_create_close_join`
+//!   (ms): `procvisor::Pool` of `forkserver` workers; see `integration/src/bench/pool.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
-//!   `queue_bench.py` and `sync_bench.py`, run with `python3`.
+//!   `queue_bench.py`, `sync_bench.py` and `pool_bench.py`, run with `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -60,6 +63,8 @@ mod cpus;
 mod json;
 #[path = "../bench/measure.rs"]
 mod measure;
+#[path = "../bench/pool.rs"]
+mod pool;
 #[path = "../bench/queue.rs"]
 mod queue;
 #[path = "../bench/report.rs"]
@@ -142,7 +147,9 @@ fn usage() -> &'static str {
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
      \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join,\n\
      \x20          actor_request_rtt, lock_uncontended, value_contended_2x200k,\n\
-     \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong"
+     \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong,\n\
+     \x20          pool_map_1M_default_chunksize, pool_map_chunksize1,\n\
+     \x20          pool_imap_unordered_chunksize1, pool_apply_rtt, pool_create_close_join"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -345,6 +352,21 @@ fn main() -> ExitCode {
             progress(&format!("os {floor_name}"));
             let r = sync::floor_only(&cfg, bench).map(|f| vec![f]);
             record(&mut figs, r, floor_name, &mut notes);
+        }
+    }
+    for bench in pool::BENCHES {
+        if cfg.wants(bench) {
+            let m = pool::METHOD.as_str();
+            progress(&format!("procvisor {bench} {m}"));
+            let r = pool::bench(&cfg, bench);
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let args = pool::cpython_args(&cfg, bench);
+                let r = run_cpython(&cfg, POOL_SCRIPT, bench, m, &args);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+            notes.push(pool::note(&cfg, bench));
         }
     }
     // `idle_rss` measures both; keep only what the filter asked for.
@@ -813,6 +835,8 @@ const CONNECTION_SCRIPT: &str = "connection_bench.py";
 const QUEUE_SCRIPT: &str = "queue_bench.py";
 /// The CPython script of the synchronisation benches.
 const SYNC_SCRIPT: &str = "sync_bench.py";
+/// The CPython script of the pool benches.
+const POOL_SCRIPT: &str = "pool_bench.py";
 
 fn python_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
