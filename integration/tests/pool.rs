@@ -60,7 +60,11 @@ fn all_gone(pids: &[i32]) -> bool {
 #[test]
 fn map_imap_apply_and_starmap_give_python_results() {
     for m in METHODS {
-        let pool = Pool::builder().processes(3).start_method(m).build().unwrap();
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(m)
+            .build()
+            .unwrap();
         let pids = pool.pids();
         assert_eq!(pids.len(), 3, "{m}");
         let want: Vec<u64> = (0..100).map(|x| x * x).collect();
@@ -164,7 +168,10 @@ fn callbacks_get_the_value_or_the_error() {
             move |e| tx2.send(Err(e.to_string())).unwrap(),
         )
         .unwrap();
-    let msg = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap_err();
+    let msg = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .unwrap_err();
     assert!(msg.contains("seven is unlucky"), "{msg}");
     let _all = pool
         .map_async_with(
@@ -187,7 +194,10 @@ fn task_errors_carry_their_message_and_map_fails_with_the_first() {
     assert_eq!(remote.message, "seven is unlucky");
     assert!(remote.location.as_ref().unwrap().file.ends_with("pool.rs"));
     let err = pool.apply(fallible(parse), "x1".to_owned()).unwrap_err();
-    assert_eq!(err.remote().unwrap().message, "invalid digit found in string");
+    assert_eq!(
+        err.remote().unwrap().message,
+        "invalid digit found in string"
+    );
     assert_eq!(pool.apply(fallible(parse), "41".to_owned()).unwrap(), 41);
     let err = pool.map(boom, 0..100, Some(1)).unwrap_err();
     assert_eq!(err.remote().unwrap().message, "seven is unlucky");
@@ -211,7 +221,7 @@ impl serde::Serialize for Unsendable {
 
 impl<'de> serde::Deserialize<'de> for Unsendable {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let _ = <()>::deserialize(d)?;
+        <()>::deserialize(d)?;
         Ok(Unsendable)
     }
 }
@@ -242,7 +252,11 @@ fn close_terminate_join_and_drop() {
     let outstanding = pool.map_async(nap, [50, 50, 50, 50], Some(1)).unwrap();
     pool.close();
     assert!(pool.apply(square, 1).unwrap_err().is_not_running());
-    assert!(pool.map_async(square, 0..2, None).unwrap_err().is_not_running());
+    assert!(
+        pool.map_async(square, 0..2, None)
+            .unwrap_err()
+            .is_not_running()
+    );
     pool.join().unwrap();
     assert_eq!(outstanding.get(None).unwrap(), [50, 50, 50, 50]);
 
@@ -267,7 +281,11 @@ fn close_terminate_join_and_drop() {
 #[test]
 fn a_killed_worker_fails_exactly_its_tasks_and_is_replaced() {
     for m in METHODS {
-        let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(m)
+            .build()
+            .unwrap();
         let before = pool.pids();
         let results: Vec<Result<u64, PoolError>> = pool
             .imap(die_on, (0..50).map(|i| (i, 20)), 1)
@@ -331,7 +349,9 @@ fn killer(pool: &Pool, stop: &AtomicBool, every: Duration, max: usize) -> usize 
         if pids.is_empty() {
             continue;
         }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let victim = pids[(seed >> 33) % pids.len()];
         if nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(victim),
@@ -392,7 +412,11 @@ fn workers_killed_at_random_during_a_100k_map_never_hang_it() {
     assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     let got = got.unwrap();
     assert_eq!(got.len(), N as usize);
-    assert!(got.iter().enumerate().all(|(i, v)| *v == (i as u64) * (i as u64)));
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, v)| *v == (i as u64) * (i as u64))
+    );
     eprintln!("killed {killed} workers during the map with retries");
 }
 
@@ -462,7 +486,11 @@ fn async_api_from_an_actix_system() {
     actix::System::new().block_on(async {
         let v = pool.apply_async(square, 6).unwrap().into_future().await;
         assert_eq!(v.unwrap(), 36);
-        let all = pool.map_async(square, 0..5, None).unwrap().into_future().await;
+        let all = pool
+            .map_async(square, 0..5, None)
+            .unwrap()
+            .into_future()
+            .await;
         assert_eq!(all.unwrap(), [0, 1, 4, 9, 16]);
         let mut it = pool.imap(square, 0..50, 3).unwrap();
         let mut got = Vec::new();

@@ -75,10 +75,10 @@ mod sys;
 pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
 pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
+pub use pool::{AsyncResult, Pool, PoolError};
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
 };
-pub use pool::{AsyncResult, Pool, PoolError};
 pub use procvisor_protocol::{Peer, RemoteError};
 pub use procvisor_worker::identity::Identity;
 pub use queues::{JoinableQueue, Queue, SimpleQueue};

@@ -104,8 +104,8 @@ mod serve;
 mod wire;
 
 use self::core::{Batch, Config, Phase, Results, Shared, State};
-pub use self::error::PoolError;
 use self::error::Kind;
+pub use self::error::PoolError;
 use crate::restart::Backoff;
 use crate::spawn::{self, StartMethod};
 
@@ -340,9 +340,9 @@ fn decode_chunk<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, PoolError> 
 
 fn decode_one<R: DeserializeOwned>(chunks: &[Vec<u8>]) -> Result<R, PoolError> {
     let bytes = chunks.first().map(Vec::as_slice).unwrap_or_default();
-    decode_chunk::<R>(bytes)?.pop().ok_or_else(|| {
-        PoolError::new(Kind::Protocol("a task answered with no value".to_owned()))
-    })
+    decode_chunk::<R>(bytes)?
+        .pop()
+        .ok_or_else(|| PoolError::new(Kind::Protocol("a task answered with no value".to_owned())))
 }
 
 fn decode_all<R: DeserializeOwned>(chunks: &[Vec<u8>]) -> Result<Vec<R>, PoolError> {
@@ -487,7 +487,11 @@ impl Pool {
     {
         let entry = entry_of::<F, A, R>(&f);
         let batch = self.submit_one(entry, &args, None, true)?;
-        Ok(AsyncResult::new(self.shared.clone(), batch, decode_one::<R>))
+        Ok(AsyncResult::new(
+            self.shared.clone(),
+            batch,
+            decode_one::<R>,
+        ))
     }
 
     /// `apply_async` with Python's `callback` and `error_callback`: exactly one of them is
@@ -522,7 +526,11 @@ impl Pool {
         let entry = entry_of::<F, A, R>(&f);
         let cb = callbacks(decode_one::<R>, callback, error_callback);
         let batch = self.submit_one(entry, &args, Some(cb), true)?;
-        Ok(AsyncResult::new(self.shared.clone(), batch, decode_one::<R>))
+        Ok(AsyncResult::new(
+            self.shared.clone(),
+            batch,
+            decode_one::<R>,
+        ))
     }
 
     /// Cuts `items` into chunks, submits them as one whole batch, in groups as they are
@@ -636,7 +644,11 @@ impl Pool {
         let entry = entry_of::<F, A, R>(&f);
         let items: Vec<A> = iterable.into_iter().collect();
         let batch = self.submit_map(entry, items, chunksize, None, true)?;
-        Ok(AsyncResult::new(self.shared.clone(), batch, decode_all::<R>))
+        Ok(AsyncResult::new(
+            self.shared.clone(),
+            batch,
+            decode_all::<R>,
+        ))
     }
 
     /// `map_async` with Python's `callback` (given the whole list) and `error_callback`.
@@ -667,7 +679,11 @@ impl Pool {
         let items: Vec<A> = iterable.into_iter().collect();
         let cb = callbacks(decode_all::<R>, callback, error_callback);
         let batch = self.submit_map(entry, items, chunksize, Some(cb), true)?;
-        Ok(AsyncResult::new(self.shared.clone(), batch, decode_all::<R>))
+        Ok(AsyncResult::new(
+            self.shared.clone(),
+            batch,
+            decode_all::<R>,
+        ))
     }
 
     /// Python's `starmap`. A Rust task takes its several arguments as one tuple, so this is
@@ -919,10 +935,12 @@ fn callbacks<T: 'static>(
     callback: impl FnOnce(T) + Send + 'static,
     error_callback: impl FnOnce(PoolError) + Send + 'static,
 ) -> core::BatchCallback {
-    Box::new(move |outcome| match outcome.and_then(|chunks| decode(&chunks)) {
-        Ok(v) => callback(v),
-        Err(e) => error_callback(e),
-    })
+    Box::new(
+        move |outcome| match outcome.and_then(|chunks| decode(&chunks)) {
+            Ok(v) => callback(v),
+            Err(e) => error_callback(e),
+        },
+    )
 }
 
 /// The result of `apply_async`, `map_async` or `starmap_async`: Python's `AsyncResult`.
@@ -960,7 +978,11 @@ fn settled(st: &State, batch: u64) -> Option<Result<Vec<Vec<u8>>, PoolError>> {
 }
 
 impl<T> AsyncResult<T> {
-    fn new(shared: Arc<Shared>, batch: u64, decode: fn(&[Vec<u8>]) -> Result<T, PoolError>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        batch: u64,
+        decode: fn(&[Vec<u8>]) -> Result<T, PoolError>,
+    ) -> Self {
         AsyncResult {
             shared,
             batch,
@@ -1070,6 +1092,9 @@ impl<T> AsyncResult<T> {
     /// assert_eq!(squares, [0, 1, 4, 9]);
     /// # Ok(()) }
     /// ```
+    // Written out rather than `async fn`: the signature promises `Send + 'static`, which
+    // an actix or tokio spawn needs.
+    #[allow(clippy::manual_async_fn)]
     pub fn into_future(self) -> impl Future<Output = Result<T, PoolError>> + Send + 'static
     where
         T: Send + 'static,

@@ -545,10 +545,7 @@ impl State {
                 .slots
                 .iter_mut()
                 .filter(|s| {
-                    s.sock.is_some()
-                        && s.ready
-                        && s.in_flight.len() < depth
-                        && s.budget != Some(0)
+                    s.sock.is_some() && s.ready && s.in_flight.len() < depth && s.budget != Some(0)
                 })
                 .min_by_key(|s| s.in_flight.len())
             else {
@@ -626,7 +623,11 @@ impl State {
         let args = WorkerArgs {
             sock: Endpoint(theirs),
             init: cfg.init.as_ref().map(|(entry, _)| *entry),
-            init_args: cfg.init.as_ref().map(|(_, a)| a.clone()).unwrap_or_default(),
+            init_args: cfg
+                .init
+                .as_ref()
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default(),
             max_tasks: cfg.max_tasks,
         };
         let key = self.next_key;
@@ -636,11 +637,7 @@ impl State {
             .with_start_method(cfg.method)
             .with_name(format!("PoolWorker-{key}"));
         p.start().map_err(|e| PoolError::new(Kind::Spawn(e)))?;
-        let pid = p
-            .pid()
-            .ok()
-            .flatten()
-            .expect("a started process has a pid");
+        let pid = p.pid().ok().flatten().expect("a started process has a pid");
         let sentinel = p
             .sentinel()
             .map_err(|e| PoolError::new(Kind::Spawn(e)))?
@@ -917,9 +914,7 @@ impl State {
         if b.whole_done() {
             if let Some(cb) = b.callback.take() {
                 let outcome = match &b.results {
-                    Results::Whole {
-                        error: Some(e), ..
-                    } => Err(e.clone()),
+                    Results::Whole { error: Some(e), .. } => Err(e.clone()),
                     Results::Whole { chunks, .. } => Ok(chunks
                         .iter()
                         .map(|c| c.clone().unwrap_or_default())

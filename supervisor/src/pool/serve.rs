@@ -127,9 +127,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                         wire::put_reply(&mut out, wire::RESULT, id, micros, &encode_remote(&e))
                     }
                 },
-                Ok(Err(e)) => {
-                    wire::put_reply(&mut out, wire::ARGS, id, micros, &encode_remote(&e))
-                }
+                Ok(Err(e)) => wire::put_reply(&mut out, wire::ARGS, id, micros, &encode_remote(&e)),
                 Err(e) => wire::put_reply(&mut out, wire::PANIC, id, micros, &encode_remote(&e)),
             }
             pending_since.get_or_insert_with(Instant::now);

@@ -101,7 +101,11 @@ mod tests {
         assert_eq!(u64_at(b, 1), 7);
         assert_eq!(u64_at(b, 9) as i64, -3);
         assert_eq!(&b[TASK_HEAD..], b"xy");
-        assert!(next_frame(&out[..out.len() - 1], TASK_HEAD).unwrap().is_none());
+        assert!(
+            next_frame(&out[..out.len() - 1], TASK_HEAD)
+                .unwrap()
+                .is_none()
+        );
 
         let mut r = Vec::new();
         put_reply(&mut r, OK, 9, 12, b"z");
