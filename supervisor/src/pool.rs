@@ -1085,6 +1085,7 @@ impl<T> AsyncResult<T> {
     /// the task completes (the pool's background thread collects it).
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo() -> Result<(), procvisor::pool::PoolError> {
     /// fn square(x: u64) -> u64 { x * x }
     /// let pool = procvisor::Pool::new(2)?;
@@ -1303,6 +1304,7 @@ where
     /// at the end of the input (the async form of `Iterator::next`).
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo() -> Result<(), procvisor::pool::PoolError> {
     /// fn square(x: u64) -> u64 { x * x }
     /// let pool = procvisor::Pool::new(2)?;
