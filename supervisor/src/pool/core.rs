@@ -80,7 +80,7 @@ pub(crate) struct Job {
     pub(crate) batch: u64,
     pub(crate) index: usize,
     pub(crate) entry: i64,
-    /// The encoded `Vec<A>`; emptied once sent unless the pool retries.
+    /// The encoded `Vec<A>`; emptied once written unless the pool retries.
     pub(crate) args: Vec<u8>,
     pub(crate) tries: u32,
 }
@@ -463,8 +463,9 @@ impl Shared {
             }
         }
         // Flush writes that were waiting for room.
+        let keep = self.cfg.retries > 0;
         for s in &mut st.slots {
-            s.flush();
+            s.flush(keep);
         }
         st.start_due(&self.cfg);
         st.dispatch(&self.cfg);
@@ -551,11 +552,8 @@ impl State {
             else {
                 break;
             };
-            let mut job = self.queue.pop_front().expect("checked non-empty");
+            let job = self.queue.pop_front().expect("checked non-empty");
             wire::put_task(&mut slot.wbuf, job.id, job.entry, &job.args);
-            if cfg.retries == 0 {
-                job.args = Vec::new();
-            }
             if let Some(b) = &mut slot.budget {
                 *b -= 1;
             }
@@ -563,7 +561,7 @@ impl State {
         }
         let mut requeue = Vec::new();
         for s in &mut self.slots {
-            if !s.wbuf.is_empty() && !s.flush() {
+            if !s.wbuf.is_empty() && !s.flush(cfg.retries > 0) {
                 // The worker is gone: what it never received goes to another one.
                 while s.in_flight.len() > s.sent {
                     requeue.push(s.in_flight.pop_back().expect("longer than sent"));
@@ -998,8 +996,11 @@ impl State {
 }
 
 impl Slot {
-    /// Writes what is buffered, without blocking; false when the worker is gone.
-    fn flush(&mut self) -> bool {
+    /// Writes what is buffered, without blocking; false when the worker is gone. The
+    /// arguments of tasks fully written are dropped unless `keep_args` (a pool that
+    /// retries); until then they stay, so that a task whose frame never left can be sent
+    /// to another worker.
+    fn flush(&mut self, keep_args: bool) -> bool {
         let Some(sock) = &self.sock else {
             return self.wbuf.is_empty();
         };
@@ -1022,6 +1023,11 @@ impl Slot {
         }
         self.wbuf.drain(..done);
         if self.wbuf.is_empty() {
+            if !keep_args {
+                for job in self.in_flight.iter_mut().skip(self.sent) {
+                    job.args = Vec::new();
+                }
+            }
             self.sent = self.in_flight.len();
             if self.wbuf.capacity() > 1 << 20 {
                 self.wbuf = Vec::new();
