@@ -22,3 +22,5 @@ mod synchronize;
 mod actors;
 // Listener and Client: authenticated connections over Unix paths, abstract names, TCP.
 mod listener;
+// Pool: apply, map, imap, starmap; close, terminate, join; workers killed under load.
+mod pool;

@@ -56,6 +56,7 @@ mod error;
 pub mod listener;
 pub mod mailbox;
 mod per_process;
+pub mod pool;
 pub mod process;
 pub mod queues;
 pub mod restart;
@@ -75,6 +76,7 @@ mod sys;
 pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
 pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
+pub use pool::{AsyncResult, Pool, PoolError};
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
 };

@@ -117,6 +117,20 @@ fn panic_report(payload: Box<dyn std::any::Any + Send>) -> RemoteError {
     }
 }
 
+/// Runs `f` in this worker, turning a panic into the report the parent would see (message,
+/// location, backtrace) instead of unwinding further: for loops that serve many tasks in
+/// one child, such as a pool worker's.
+///
+/// ```
+/// let r = procvisor_worker::run::catch(|| -> u8 { panic!("boom") });
+/// assert_eq!(r.unwrap_err().message, "boom");
+/// assert_eq!(procvisor_worker::run::catch(|| 7).unwrap(), 7);
+/// ```
+pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, RemoteError> {
+    install_panic_hook();
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(panic_report)
+}
+
 /// Becomes the worker `start` describes, makes `handles` available to the arguments'
 /// decoding, runs `body` on the arguments, reports and exits.
 pub fn run_child<F>(start: &Start, control: OwnedFd, handles: Vec<OwnedFd>, body: F) -> !

@@ -350,7 +350,7 @@ impl PvChild {
 // ---------------------------------------------------------------------------------------
 
 /// A forked child at the other end of a socketpair, and what the parent writes to it.
-struct Floor {
+pub(crate) struct Floor {
     kind: Kind,
     sock: Option<UnixStream>,
     pid: Option<Pid>,
@@ -372,7 +372,7 @@ enum FloorMode {
 impl Floor {
     /// Forks the floor child of `kind`, for batches of up to `n` messages, and pins it to
     /// the child's CPU of `place`.
-    fn new(kind: Kind, n: usize, place: Option<Placement>) -> Result<Floor, String> {
+    pub(crate) fn new(kind: Kind, n: usize, place: Option<Placement>) -> Result<Floor, String> {
         let msg = match kind {
             // procvisor's frame of a message from the middle of a batch: the msgpack
             // length of `i` grows with it (1, 3 then 5 bytes), the string's does not.
@@ -433,7 +433,7 @@ impl Floor {
     }
 
     /// One timed batch of `n` messages (or round trips), in the bench's unit.
-    fn batch(&mut self, n: usize) -> Result<f64, String> {
+    pub(crate) fn batch(&mut self, n: usize) -> Result<f64, String> {
         let mut sock: &UnixStream = self.sock.as_ref().ok_or("socket closed")?;
         let io = |what: &str, e: std::io::Error| format!("floor {what}: {e}");
         let t0 = Instant::now();
@@ -463,7 +463,7 @@ impl Floor {
     }
 
     /// Closes the socket (the child exits on the end of the stream) and reaps the child.
-    fn end(&mut self) -> Result<(), String> {
+    pub(crate) fn end(&mut self) -> Result<(), String> {
         self.sock = None;
         let Some(pid) = self.pid.take() else {
             return Ok(());

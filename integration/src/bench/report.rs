@@ -125,6 +125,7 @@ fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'
         ("lock_uncontended", _) => os("pthread_mutex_pair"),
         ("value_contended_2x200k", _) => os("pthread_mutex_2x200k"),
         ("event_pingpong", _) => os("futex_pingpong"),
+        ("pool_apply_rtt", _) => os("pool_pipe_rtt"),
         _ => None,
     }
 }
@@ -138,7 +139,7 @@ fn sync_row(bench: &str) -> bool {
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 14] = [
+pub(crate) const TABLE_BENCHES: [&str; 19] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -153,6 +154,11 @@ pub(crate) const TABLE_BENCHES: [&str; 14] = [
     "lock_uncontended",
     "value_contended_2x200k",
     "event_pingpong",
+    "pool_map_1M_default_chunksize",
+    "pool_map_chunksize1",
+    "pool_imap_unordered_chunksize1",
+    "pool_apply_rtt",
+    "pool_create_close_join",
 ];
 /// The start methods, in table order.
 pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];
@@ -230,6 +236,7 @@ pub(crate) fn table(figs: &[Figure]) -> String {
                     if f.median > 0.0
                         && (bench.starts_with("connection_")
                             || bench.starts_with("actor_")
+                            || bench == "pool_apply_rtt"
                             || sync_row(bench)) =>
                 {
                     format!("{:.2}×", p.median / f.median)

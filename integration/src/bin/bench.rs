@@ -32,8 +32,11 @@
 //!   running, with `kill_reap` / `kill_reap_p99` floors) and `supervise_1000_start`, `_rss`,
 //!   `_idle_cpu`, `_stop` (a tree of 1,000 children), in a table of their own beside issue
 //!   4's targets; see `integration/src/bench/tree.rs`.
+//! - `pool_map_1M_default_chunksize`, `pool_map_chunksize1`, `pool_imap_unordered_chunksize1`
+//!   (items/s), `pool_apply_rtt` (µs, floor `pool_pipe_rtt`) and `pool_create_close_join`
+//!   (ms): `procvisor::Pool` of `forkserver` workers; see `integration/src/bench/pool.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
-//!   `queue_bench.py` and `sync_bench.py`, run with `python3`.
+//!   `queue_bench.py`, `sync_bench.py` and `pool_bench.py`, run with `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -64,6 +67,8 @@ mod cpus;
 mod json;
 #[path = "../bench/measure.rs"]
 mod measure;
+#[path = "../bench/pool.rs"]
+mod pool;
 #[path = "../bench/queue.rs"]
 mod queue;
 #[path = "../bench/report.rs"]
@@ -151,7 +156,9 @@ fn usage() -> &'static str {
      \x20          event_pingpong, pthread_mutex_pair, pthread_mutex_2x200k, futex_pingpong,\n\
      \x20          restart_latency_p50, restart_latency_p99, kill_reap, kill_reap_p99,\n\
      \x20          supervise_1000_start, supervise_1000_rss, supervise_1000_idle_cpu,\n\
-     \x20          supervise_1000_stop"
+     \x20          supervise_1000_stop,\n\
+     \x20          pool_map_1M_default_chunksize, pool_map_chunksize1,\n\
+     \x20          pool_imap_unordered_chunksize1, pool_apply_rtt, pool_create_close_join"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -385,6 +392,21 @@ fn main() -> ExitCode {
             &format!("procvisor supervise_1000 {m}"),
             &mut notes,
         );
+    }
+    for bench in pool::BENCHES {
+        if cfg.wants(bench) {
+            let m = pool::METHOD.as_str();
+            progress(&format!("procvisor {bench} {m}"));
+            let r = pool::bench(&cfg, bench);
+            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+            if python.is_some() {
+                progress(&format!("cpython {bench} {m}"));
+                let args = pool::cpython_args(&cfg, bench);
+                let r = run_cpython(&cfg, POOL_SCRIPT, bench, m, &args);
+                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+            }
+            notes.push(pool::note(&cfg, bench));
+        }
     }
     // `idle_rss` measures both; keep only what the filter asked for.
     figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
@@ -856,6 +878,8 @@ const CONNECTION_SCRIPT: &str = "connection_bench.py";
 const QUEUE_SCRIPT: &str = "queue_bench.py";
 /// The CPython script of the synchronisation benches.
 const SYNC_SCRIPT: &str = "sync_bench.py";
+/// The CPython script of the pool benches.
+const POOL_SCRIPT: &str = "pool_bench.py";
 
 fn python_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
