@@ -499,6 +499,16 @@ fn async_api_from_an_actix_system() {
         }
         assert_eq!(got.len(), 50);
         assert_eq!(got[49], 49 * 49);
+        // The same as a `Stream`, unordered, polled by hand (no futures crate here).
+        let mut stream = std::pin::pin!(pool.imap_unordered(square, 0..40, 1).unwrap());
+        let mut got = Vec::new();
+        while let Some(v) =
+            std::future::poll_fn(|cx| futures_core::Stream::poll_next(stream.as_mut(), cx)).await
+        {
+            got.push(v.unwrap());
+        }
+        got.sort_unstable();
+        assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
     });
 }
 

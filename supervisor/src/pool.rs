@@ -770,6 +770,7 @@ impl Pool {
             ordered,
             sizes: HashMap::new(),
             local: VecDeque::new(),
+            waiting: None,
             window: self.shared.cfg.processes * IMAP_WINDOW_PER_WORKER,
             released: false,
             _r: PhantomData,
@@ -1153,6 +1154,8 @@ pub struct IMap<R, I> {
     /// Items per chunk submitted and not yielded yet (to repeat a chunk's error per item).
     sizes: HashMap<usize, usize>,
     local: VecDeque<Result<R, PoolError>>,
+    /// The wake-up an async reader is parked on.
+    waiting: Option<oneshot::Receiver<()>>,
     window: usize,
     /// The input is exhausted and the pool no longer counts this iterator as a feeder.
     released: bool,
@@ -1315,18 +1318,63 @@ where
     /// # Ok(()) }
     /// ```
     pub async fn next_async(&mut self) -> Option<Result<R, PoolError>> {
+        std::future::poll_fn(|cx| self.poll_step(cx)).await
+    }
+
+    /// One poll of the async reader: a result, the end, or parked on the pool's wake-up.
+    fn poll_step(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R, PoolError>>> {
+        use std::task::Poll;
         loop {
             if let Some(x) = self.local.pop_front() {
-                return Some(x);
+                return Poll::Ready(Some(x));
+            }
+            if let Some(rx) = &mut self.waiting {
+                match std::pin::Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => self.waiting = None,
+                }
             }
             match self.step(false) {
                 Step::Items | Step::Wait(None) => {}
-                Step::End => return None,
-                Step::Wait(Some(rx)) => {
-                    let _ = rx.await;
-                }
+                Step::End => return Poll::Ready(None),
+                Step::Wait(Some(rx)) => self.waiting = Some(rx),
             }
         }
+    }
+}
+
+/// The results as a `Stream`, for async code (`futures::StreamExt::next` and friends).
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo() -> Result<(), procvisor::pool::PoolError> {
+/// use std::pin::pin;
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = procvisor::Pool::new(2)?;
+/// let mut stream = pin!(pool.imap(square, 0..3, 1)?);
+/// while let Some(v) = std::future::poll_fn(|cx| {
+///     futures_core::Stream::poll_next(stream.as_mut(), cx)
+/// }).await {
+///     println!("{}", v?);
+/// }
+/// # Ok(()) }
+/// ```
+impl<R, I, A> futures_core::Stream for IMap<R, I>
+where
+    I: Iterator<Item = A> + Unpin,
+    A: Serialize,
+    R: DeserializeOwned + Unpin,
+{
+    type Item = Result<R, PoolError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.get_mut().poll_step(cx)
     }
 }
 
