@@ -98,10 +98,6 @@ const NOWAIT_LOCK: Duration = Duration::from_millis(10);
 /// microsecond or two, far cheaper than a futex round trip.
 const SPINS: u32 = 200;
 
-/// Then yields the CPU this many times, checking after each: a process whose peer shares
-/// its CPU lets it run (and produce) instead of sleeping and costing it a wake-up call.
-const YIELDS: u32 = 16;
-
 /// A `put` that did not happen; the item comes back.
 pub enum PutError<T> {
     /// The queue is full (maxsize items, or no room in the ring) and the call did not wait,
@@ -619,12 +615,6 @@ fn spin_then_sleep(
             return true;
         }
         std::hint::spin_loop();
-    }
-    for _ in 0..YIELDS {
-        std::thread::yield_now();
-        if ready() {
-            return true;
-        }
     }
     waiting.fetch_add(1, Ordering::SeqCst);
     let seen = seq.load(Ordering::SeqCst);
