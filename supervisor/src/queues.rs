@@ -50,7 +50,7 @@
 //! so a waker killed between committing and waking delays a sleeper by at most that much.
 //! A put or a get makes no system call unless someone sleeps or a lock is contended.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -302,23 +302,20 @@ fn join(pos: u32, items: u32) -> u64 {
 thread_local! {
     /// Each thread's scratch buffer for encoding and reading items, so that a put or a get
     /// allocates nothing of its own beyond what the item's type needs.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's scratch buffer (a fresh one if it is in use already, as when
-/// an item's `Serialize` itself uses a queue), cleared.
+/// Runs `f` with this thread's scratch buffer, cleared. The buffer is taken out while `f`
+/// runs, so a nested use (an item's `Serialize` that itself uses a queue) gets a fresh one,
+/// as does a use from a thread-local's destructor, after the buffer is gone.
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            let r = f(&mut buf);
-            if buf.capacity() > MAX_SCRATCH {
-                *buf = Vec::new();
-            }
-            r
-        }
-        Err(_) => f(&mut Vec::new()),
-    })
+    let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= MAX_SCRATCH {
+        let _ = SCRATCH.try_with(|cell| cell.set(buf));
+    }
+    r
 }
 
 /// Why an encoded item was not pushed (the item itself is handed back by the caller).
