@@ -383,8 +383,9 @@ impl Shared {
         self.region.header()
     }
 
-    /// Items in the queue: the consumers' word is read first, so the count is one the queue
-    /// really had between the two reads (never below it, as gets only follow puts).
+    /// Items in the queue. The consumers' word is read first and both counts only grow, so
+    /// the figure is never below the real count at either read: `empty()` is false once a
+    /// `put` has returned, until a `get` takes the item.
     fn count(&self) -> u32 {
         let h = self.header();
         let (_, gets) = split(h.head.word.load(Ordering::SeqCst));
