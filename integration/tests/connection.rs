@@ -267,3 +267,96 @@ fn a_batch_arrives_as_separate_messages_and_an_oversized_one_writes_nothing() {
     p.join(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(p.result().unwrap(), (1001, 999 * 1000 / 2 + 5000));
 }
+
+/// Replies with `(count, sum)` each time a `(u64::MAX, _)` marker arrives, until EOF.
+fn tally_on_marker(mut conn: Connection) {
+    let (mut n, mut sum) = (0u64, 0u64);
+    while let Ok((i, _)) = conn.recv::<(u64, String)>() {
+        if i == u64::MAX {
+            conn.send(&(n, sum)).unwrap();
+        } else {
+            n += 1;
+            sum += i;
+        }
+    }
+}
+
+#[test]
+fn a_buffered_sender_delivers_on_flush_on_its_threshold_and_on_drop() {
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(tally_on_marker, theirs);
+    p.start().unwrap();
+    let text = "x".repeat(32);
+    {
+        let mut tx = ours.buffered_sender().unwrap();
+        // Far more than one buffer's worth: the sends that fill it write it out.
+        for i in 0..10_000u64 {
+            tx.send(&(i, &text)).unwrap();
+        }
+        assert!(tx.buffered() < procvisor::connection::BufferedSender::FLUSH_AT);
+        tx.send(&(u64::MAX, "")).unwrap();
+        tx.flush().unwrap();
+    }
+    assert_eq!(
+        ours.recv::<(u64, u64)>().unwrap(),
+        (10_000, 9_999 * 10_000 / 2)
+    );
+    ours.set_max_message_len(64);
+    {
+        let mut tx = ours.buffered_sender().unwrap();
+        tx.send(&(1u64, "a")).unwrap();
+        // A value over the maximum is refused and leaves what is buffered intact.
+        assert!(matches!(
+            tx.send(&(2u64, "y".repeat(100))),
+            Err(ConnectionError::TooLarge { .. })
+        ));
+        tx.send(&(3u64, "b")).unwrap();
+        tx.send(&(u64::MAX, "")).unwrap();
+        // Still in the buffer: nothing is written before the sender is dropped.
+        assert!(tx.buffered() > 0);
+    } // dropped: flushed
+    assert!(ours.poll(Some(Duration::from_secs(20))).unwrap());
+    assert_eq!(
+        ours.recv::<(u64, u64)>().unwrap(),
+        (10_002, 9_999 * 10_000 / 2 + 4)
+    );
+    // Plain sends after a buffered sender keep their order and their meaning.
+    ours.send(&(5u64, "c")).unwrap();
+    ours.send(&(u64::MAX, "")).unwrap();
+    assert_eq!(
+        ours.recv::<(u64, u64)>().unwrap(),
+        (10_003, 9_999 * 10_000 / 2 + 9)
+    );
+    ours.close();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}
+
+#[test]
+fn a_buffered_sender_holds_messages_until_flushed_and_refuses_a_read_only_end() {
+    let (mut a, mut b) = pipe(true).unwrap();
+    let mut tx = a.buffered_sender().unwrap();
+    tx.send(&1u32).unwrap();
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap(), "still buffered");
+    tx.flush().unwrap();
+    assert!(b.poll(Some(Duration::from_secs(5))).unwrap());
+    assert_eq!(b.recv::<u32>().unwrap(), 1);
+    drop(tx);
+
+    let (mut reader, _writer) = pipe(false).unwrap();
+    assert!(matches!(
+        reader.buffered_sender(),
+        Err(ConnectionError::NotWritable)
+    ));
+    reader.close();
+    assert!(matches!(
+        reader.buffered_sender(),
+        Err(ConnectionError::NotWritable)
+    ));
+    let (mut closed, _peer) = pipe(true).unwrap();
+    closed.close();
+    assert!(matches!(
+        closed.buffered_sender(),
+        Err(ConnectionError::Closed)
+    ));
+}

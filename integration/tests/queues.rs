@@ -364,3 +364,75 @@ fn producers_and_consumers_killed_under_load_lose_and_duplicate_nothing() {
         }
     }
 }
+
+/// The item of round `r` with `len` characters.
+fn item(r: u32, len: usize) -> String {
+    let c = (b'a' + (r % 26) as u8) as char;
+    std::iter::repeat_n(c, len).collect()
+}
+
+/// Puts strings of every length from 0 to 40 bytes, `rounds` times over.
+fn put_every_length((q, rounds): (Queue<String>, u32)) {
+    for r in 0..rounds {
+        for len in 0..=40 {
+            q.put(item(r, len)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn records_that_wrap_the_ring_arrive_whole_and_in_order() {
+    // A 64-byte ring (records of 5 to 46 bytes): nearly every record is split across its
+    // end at some point, and the producer keeps waiting for room while we keep taking.
+    let q: Queue<String> = Queue::with_capacity(0, 64).unwrap();
+    let rounds = 300;
+    let mut p = Process::new(put_every_length, (q.clone(), rounds));
+    p.start().unwrap();
+    for r in 0..rounds {
+        for len in 0..=40 {
+            let got = q.get_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(got, item(r, len), "round {r}");
+        }
+    }
+    p.join(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    assert!(q.empty());
+    assert!(matches!(q.get_nowait(), Err(GetError::Empty)));
+}
+
+#[test]
+fn a_capacity_is_rounded_up_to_a_power_of_two_and_bounds_items() {
+    // 100 bytes become a 128-byte ring: a record of exactly 128 bytes fits (a 4-byte
+    // length, a 2-byte msgpack str8 header, 122 characters); one of 136 does not.
+    let q: Queue<String> = Queue::with_capacity(0, 100).unwrap();
+    let fits = "x".repeat(122);
+    q.put(fits.clone()).unwrap();
+    assert!(q.put_nowait("y".to_owned()).unwrap_err().is_full());
+    assert_eq!(q.get().unwrap(), fits);
+    match q.put("z".repeat(130)) {
+        Err(PutError::TooLarge {
+            len,
+            capacity,
+            item,
+        }) => assert_eq!((len, capacity, item.len()), (132, 128, 130)),
+        other => panic!("{other:?}"),
+    }
+    // The queue is still usable.
+    q.put("w".to_owned()).unwrap();
+    assert_eq!(q.get().unwrap(), "w");
+}
+
+#[test]
+fn task_done_before_any_put_is_an_error_and_join_returns_at_once() {
+    let q: JoinableQueue<u8> = JoinableQueue::new(0).unwrap();
+    assert!(q.task_done().is_err());
+    q.join().unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    // task_done needs no get first (as in Python): it counts against items put.
+    q.task_done().unwrap();
+    q.task_done().unwrap();
+    assert!(q.task_done().is_err());
+    q.join().unwrap();
+    assert_eq!(q.qsize(), 2);
+}

@@ -13,8 +13,8 @@
 
 use std::io::{self, Read};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::{DecodeError, EncodeError, Message, ReadError};
 
@@ -53,17 +53,42 @@ pub fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeE
 /// assert!(decode_value::<u8>(&[0x07, 0x00]).is_err());
 /// ```
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    // Straight from the slice: strings and byte strings are copied once, into the value,
+    // instead of through the reader's intermediate buffer.
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     let value = T::deserialize(&mut de).map_err(|e| DecodeError::Malformed {
         reason: e.to_string(),
     })?;
-    let used = de.position() as usize;
-    if used != bytes.len() {
-        return Err(DecodeError::Malformed {
-            reason: format!("{} trailing bytes after the value", bytes.len() - used),
-        });
+    // The slice reader does not tell its position; reading one more marker does: it fails
+    // only when no byte is left (`Probe` reads nothing past the marker).
+    if Option::<Probe>::deserialize(&mut de).is_ok() {
+        return Err(trailing(bytes));
     }
     Ok(value)
+}
+
+/// Reads nothing: after `Option`'s marker, it succeeds as it is.
+struct Probe;
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Probe)
+    }
+}
+
+/// The error for a value followed by bytes, with their count (decoding again, on this
+/// error path only, with a reader that counts).
+fn trailing(bytes: &[u8]) -> DecodeError {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let used = serde::de::IgnoredAny::deserialize(&mut de)
+        .map(|_| de.position() as usize)
+        .unwrap_or(0);
+    DecodeError::Malformed {
+        reason: format!(
+            "{} trailing bytes after the value",
+            bytes.len().saturating_sub(used)
+        ),
+    }
 }
 
 /// Encodes one message as a whole frame, header included.

@@ -276,6 +276,106 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// A [`Connection`]'s sender that writes many messages per system call; made by
+/// [`Connection::buffered_sender`], whose documentation gives the flush rule.
+pub struct BufferedSender<'a> {
+    conn: &'a mut Connection,
+    /// Whole frames not yet written.
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for BufferedSender<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferedSender")
+            .field("conn", &self.conn)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl BufferedSender<'_> {
+    /// Buffered bytes at which a `send` writes the buffer out.
+    pub const FLUSH_AT: usize = 32 * 1024;
+
+    /// Appends `value` as one message, and writes the buffer out when it has reached
+    /// [`FLUSH_AT`](Self::FLUSH_AT) bytes. A value that fails to encode, or is larger than
+    /// the connection's maximum, is refused and leaves the buffer as it was.
+    ///
+    /// ```
+    /// let (mut a, mut b) = procvisor::connection::pipe(true)?;
+    /// a.set_max_message_len(8);
+    /// let mut tx = a.buffered_sender()?;
+    /// tx.send(&1u8)?;
+    /// assert!(tx.send(&"much longer than eight bytes").is_err());
+    /// tx.send(&2u8)?;
+    /// tx.flush()?;
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// assert_eq!(b.recv::<u8>()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ConnectionError> {
+        let start = self.buf.len();
+        if let Err(e) = self.conn.encode_frame(&mut self.buf, value) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        if self.buf.len() >= Self::FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes buffered and not yet written.
+    ///
+    /// ```
+    /// let (mut a, _b) = procvisor::connection::pipe(true)?;
+    /// let mut tx = a.buffered_sender()?;
+    /// tx.send(&0u8)?;
+    /// assert_eq!(tx.buffered(), 5); // a 4-byte header and one msgpack byte
+    /// tx.flush()?;
+    /// assert_eq!(tx.buffered(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes every buffered message; once it returns `Ok`, they are all delivered (in the
+    /// sense of [`Connection::send`]). On an error the buffer is dropped: how much of it
+    /// reached the peer is unknown, as after a failed `send`.
+    ///
+    /// ```
+    /// let (mut a, mut b) = procvisor::connection::pipe(true)?;
+    /// let mut tx = a.buffered_sender()?;
+    /// tx.send(&"hello")?;
+    /// assert!(!b.poll(Some(std::time::Duration::ZERO))?); // still buffered
+    /// tx.flush()?;
+    /// assert_eq!(b.recv::<String>()?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush(&mut self) -> Result<(), ConnectionError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.conn.write_all(&[&self.buf]);
+        self.buf.clear();
+        result
+    }
+}
+
+impl Drop for BufferedSender<'_> {
+    /// Writes what is still buffered (its error is lost: call `flush` to see it), and
+    /// gives the buffer back to the connection for its next messages.
+    fn drop(&mut self) {
+        let _ = self.flush();
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= READ_CHUNK {
+            buf.clear();
+            self.conn.wbuf = buf;
+        }
+    }
+}
+
 /// Python's `Pipe(duplex)`: two connected ends. With `duplex` both ends send and receive;
 /// without it the first end only receives and the second only sends.
 ///
@@ -405,6 +505,42 @@ impl Connection {
                 .iter()
                 .try_for_each(|value| conn.encode_frame(buf, value))
         })
+    }
+
+    /// A sender that gathers messages in a buffer and writes many with one system call:
+    /// for a stream of small messages, where a write per message costs more than the
+    /// messages themselves. The receiver sees ordinary messages, in order.
+    ///
+    /// **The flush rule.** Unlike [`send`](Connection::send), a message given to
+    /// [`BufferedSender::send`] has *not* been delivered when the call returns. The buffer is
+    /// written when it reaches [`BufferedSender::FLUSH_AT`] bytes (by the `send` that
+    /// reaches it), when [`flush`](BufferedSender::flush) is called, and when the sender is
+    /// dropped (a best effort whose error is lost: call `flush` to see it). Messages still
+    /// in the buffer are lost if this process dies. The sender borrows the connection, so
+    /// nothing else can be sent or received on it meanwhile, and nothing overtakes what is
+    /// buffered.
+    ///
+    /// ```
+    /// let (mut a, mut b) = procvisor::connection::pipe(true)?;
+    /// let mut tx = a.buffered_sender()?;
+    /// for i in 0..1000u32 {
+    ///     tx.send(&(i, "item"))?;
+    /// }
+    /// tx.flush()?; // every message is delivered now
+    /// drop(tx);
+    /// for i in 0..1000u32 {
+    ///     assert_eq!(b.recv::<(u32, String)>()?.0, i);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn buffered_sender(&mut self) -> Result<BufferedSender<'_>, ConnectionError> {
+        if !self.writable {
+            return Err(ConnectionError::NotWritable);
+        }
+        self.sock()?;
+        let mut buf = std::mem::take(&mut self.wbuf);
+        buf.clear();
+        Ok(BufferedSender { conn: self, buf })
     }
 
     /// Encodes frames into the reusable write buffer with `fill`, then writes them at once.

@@ -1,8 +1,9 @@
 //! `Queue`, `SimpleQueue` and `JoinableQueue`: Python's `multiprocessing.queues`, typed
 //! with serde, on shared memory.
 //!
-//! A queue is a ring of records in a memfd-backed shared region, guarded by a robust
-//! process-shared mutex. A handle travels to a child inside its target's arguments, as in
+//! A queue is a ring of records in a memfd-backed shared region. Producers take one robust
+//! process-shared mutex, consumers another, so a producer and a consumer never wait for each
+//! other; each side commits a put or a get with one atomic store of a published word. A handle travels to a child inside its target's arguments, as in
 //! Python: `Process::new(worker, (queue.clone(),))`.
 //!
 //! # Examples
@@ -34,45 +35,57 @@
 //!   be joined) before the queue is drained without deadlocking, and `join_thread` /
 //!   `cancel_join_thread` have nothing to wait for.
 //! - A process killed in the middle of a `put` or `get` cannot corrupt the queue or leave
-//!   it locked: the mutex is robust, and the queue's state is switched by one atomic store,
-//!   so the next process to lock it finds either the old state or the new one. An item whose
+//!   it locked: the mutexes are robust, and a put or a get is committed by one atomic
+//!   store, so the next process finds either the old state or the new one. An item whose
 //!   `put` returned is never lost, and never delivered twice; an item a killed consumer had
 //!   already taken is gone with it.
 //! - Items are bounded by the ring's byte capacity (8 MiB unless
-//!   [`with_capacity`](Queue::with_capacity) says otherwise): a larger item is refused with
+//!   [`with_capacity`](Queue::with_capacity) says otherwise, rounded up to a power of two,
+//!   at most 1 GiB): a larger item is refused with
 //!   [`PutError::TooLarge`], which hands it back. Memory is only touched as it is used.
 //!
 //! # Caveats
 //!
-//! Blocked calls sleep on futexes and re-check at least every 100 ms, so a waker killed
-//! between committing and waking delays a sleeper by at most that much.
+//! Blocked calls spin for a moment, then sleep on futexes and re-check at least every 100 ms,
+//! so a waker killed between committing and waking delays a sleeper by at most that much.
+//! A put or a get makes no system call unless someone sleeps or a lock is contended.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use procvisor_protocol::frame::decode_value;
-use procvisor_protocol::{DecodeError, EncodeError, encode_value};
+use procvisor_protocol::{DecodeError, EncodeError};
 use procvisor_worker::handles;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::sys::shm::{Locked, QueueHeader, Region, futex_wait, futex_wake};
+use crate::sys::shm::{
+    Locked, QueueHeader, QueueWord, Region, RobustMutex, futex_wait, futex_wake,
+};
 
 /// Bytes in a queue's ring unless set otherwise.
 pub const DEFAULT_CAPACITY: usize = 8 << 20;
 
 /// Marks an initialised queue region ("pvqueue1").
-const MAGIC: u64 = u64::from_le_bytes(*b"pvqueue1");
+const MAGIC: u64 = u64::from_le_bytes(*b"pvqueue2");
 
 /// Where the ring starts: after the header, on its own cache line.
 const DATA_OFFSET: usize = size_of::<QueueHeader>().next_multiple_of(64);
 
 /// Bytes before each record's payload: its length.
 const RECORD_HEADER: usize = 4;
+
+/// The largest ring: positions are wrapping `u32`s, and a stale position must stay within
+/// 2^31 bytes of the current one for the wrapping arithmetic to hold.
+const MAX_CAPACITY: usize = 1 << 30;
+
+/// A scratch buffer grown past this is not kept for the next item.
+const MAX_SCRATCH: usize = 1 << 20;
 
 /// How long a sleeper waits before re-checking on its own (see the caveats above).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -259,241 +272,367 @@ impl Wait {
         Wait::Until(t.map(|t| Instant::now() + t))
     }
 
-    /// Takes the queue's lock within this wait's limit; `Ok(None)` when the limit passed
-    /// first, so that a timeout holds even against a stopped or hung lock holder.
-    fn lock(self, h: &QueueHeader) -> Result<Option<Locked<'_>>, Errno> {
+    /// Takes a side's lock within this wait's limit; `Ok(None)` when the limit passed
+    /// first, so that a timeout holds even against a stopped or hung lock holder. A holder
+    /// that died needs no repair: it changed nothing the other processes can see before its
+    /// one commit store.
+    fn lock(self, mutex: &RobustMutex) -> Result<Option<Locked<'_>>, Errno> {
         let limit = match self {
             Wait::No => Some(NOWAIT_LOCK),
             Wait::Until(None) => None,
             Wait::Until(Some(d)) => Some(d.saturating_duration_since(Instant::now())),
         };
         match limit {
-            None => h.mutex.lock().map(|(l, _)| Some(l)),
-            Some(t) => h.mutex.lock_timeout(t).map(|l| l.map(|(l, _)| l)),
+            None => mutex.lock().map(|(l, _)| Some(l)),
+            Some(t) => mutex.lock_timeout(t).map(|l| l.map(|(l, _)| l)),
         }
     }
 }
 
+/// A published word: a byte position (low half) and an item count (high half), both
+/// wrapping `u32`s.
+fn split(word: u64) -> (u32, u32) {
+    (word as u32, (word >> 32) as u32)
+}
+
+fn join(pos: u32, items: u32) -> u64 {
+    u64::from(pos) | (u64::from(items) << 32)
+}
+
+thread_local! {
+    /// Each thread's scratch buffer for encoding and reading items, so that a put or a get
+    /// allocates nothing of its own beyond what the item's type needs.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer, cleared. The buffer is taken out while `f`
+/// runs, so a nested use (an item's `Serialize` that itself uses a queue) gets a fresh one,
+/// as does a use from a thread-local's destructor, after the buffer is gone.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= MAX_SCRATCH {
+        let _ = SCRATCH.try_with(|cell| cell.set(buf));
+    }
+    r
+}
+
+/// Why an encoded item was not pushed (the item itself is handed back by the caller).
+enum Pushed {
+    Serialize(rmp_serde::encode::Error),
+    TooLarge(usize),
+    Push(Option<Errno>),
+}
+
 /// The shared part of every handle to one queue.
+///
+/// The ring protocol: a producer, holding the producers' lock, writes a record (a 4-byte
+/// length, then the payload) at the tail, past every published byte, then publishes the
+/// new tail and put count in one store of `tail.word`. A consumer, holding the consumers'
+/// lock, reads the record at the head, which the published tail covers, then publishes the
+/// new head and get count in one store of `head.word`. Each side reads the other's word
+/// only when its remembered copy (`seen`) says "full" or "empty". A process killed at any
+/// point has either published its change or not: nothing is half-done.
 #[derive(Debug)]
 struct Shared {
     region: Region,
-    capacity: u64,
+    capacity: u32,
 }
 
 impl Shared {
     fn create(maxsize: usize, capacity: usize) -> Result<Shared, Errno> {
-        let capacity = capacity.max(RECORD_HEADER + 1);
+        let capacity = capacity
+            .clamp(RECORD_HEADER + 1, MAX_CAPACITY)
+            .next_power_of_two();
         let region = Region::create(c"procvisor-queue", DATA_OFFSET + capacity)?;
         let h: &QueueHeader = region.header();
-        h.mutex.init()?;
+        h.producers.mutex.init()?;
+        h.consumers.mutex.init()?;
         h.capacity.store(capacity as u64, Ordering::Relaxed);
         h.maxsize.store(maxsize as u64, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         Ok(Shared {
             region,
-            capacity: capacity as u64,
+            capacity: capacity as u32,
         })
     }
 
     fn open(region: Region) -> Result<Shared, String> {
+        if region.len() < DATA_OFFSET {
+            return Err("the descriptor is not a procvisor queue".into());
+        }
         let h: &QueueHeader = region.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
             return Err("the descriptor is not a procvisor queue".into());
         }
         let capacity = h.capacity.load(Ordering::Relaxed);
+        if !capacity.is_power_of_two() || capacity > MAX_CAPACITY as u64 {
+            return Err("the queue's capacity is not one this version makes".into());
+        }
         if DATA_OFFSET as u64 + capacity > region.len() as u64 {
             return Err("the queue's region is shorter than its header says".into());
         }
-        Ok(Shared { region, capacity })
+        Ok(Shared {
+            region,
+            capacity: capacity as u32,
+        })
     }
 
     fn header(&self) -> &QueueHeader {
         self.region.header()
     }
 
-    /// The current state: `(head, tail, count, unfinished)`.
-    fn state(&self) -> (u64, u64, u64, u64) {
+    /// Items in the queue. The consumers' word is read first and both counts only grow, so
+    /// the figure is never below the real count at either read: `empty()` is false once a
+    /// `put` has returned, until a `get` takes the item.
+    fn count(&self) -> u32 {
         let h = self.header();
-        let s = &h.state[h.active.load(Ordering::Acquire) as usize & 1];
-        (
-            s.head.load(Ordering::Relaxed),
-            s.tail.load(Ordering::Relaxed),
-            s.count.load(Ordering::Relaxed),
-            s.unfinished.load(Ordering::Relaxed),
-        )
+        let (_, gets) = split(h.head.word.load(Ordering::SeqCst));
+        let (_, puts) = split(h.tail.word.load(Ordering::SeqCst));
+        puts.wrapping_sub(gets).min(self.capacity)
     }
 
-    /// Writes a new state into the inactive copy, then makes it active in one store: the
-    /// commit point of every change.
-    fn commit(&self, _locked: &Locked<'_>, state: (u64, u64, u64, u64)) {
+    /// Items put and not yet marked done (`done.word` first, as in `count`).
+    fn unfinished(&self) -> u32 {
         let h = self.header();
-        let next = (h.active.load(Ordering::Relaxed) as usize & 1) ^ 1;
-        let s = &h.state[next];
-        s.head.store(state.0, Ordering::Relaxed);
-        s.tail.store(state.1, Ordering::Relaxed);
-        s.count.store(state.2, Ordering::Relaxed);
-        s.unfinished.store(state.3, Ordering::Relaxed);
-        h.active.store(next as u32, Ordering::Release);
+        let done = h.done.word.load(Ordering::SeqCst) as u32;
+        let (_, puts) = split(h.tail.word.load(Ordering::SeqCst));
+        puts.wrapping_sub(done)
     }
 
-    fn ring_write(&self, locked: &Locked<'_>, pos: u64, bytes: &[u8]) {
-        let off = (pos % self.capacity) as usize;
+    fn ring_write(&self, locked: &Locked<'_>, pos: u32, bytes: &[u8]) {
+        let off = (pos & (self.capacity - 1)) as usize;
         let first = bytes.len().min(self.capacity as usize - off);
         self.region
-            .copy_in(locked, DATA_OFFSET + off, &bytes[..first]);
-        self.region.copy_in(locked, DATA_OFFSET, &bytes[first..]);
+            .ring_copy_in(locked, DATA_OFFSET + off, &bytes[..first]);
+        self.region
+            .ring_copy_in(locked, DATA_OFFSET, &bytes[first..]);
     }
 
-    fn ring_read(&self, locked: &Locked<'_>, pos: u64, out: &mut [u8]) {
-        let off = (pos % self.capacity) as usize;
+    fn ring_read(&self, locked: &Locked<'_>, pos: u32, out: &mut [u8]) {
+        let off = (pos & (self.capacity - 1)) as usize;
         let first = out.len().min(self.capacity as usize - off);
         let (a, b) = out.split_at_mut(first);
-        self.region.copy_out(locked, DATA_OFFSET + off, a);
-        self.region.copy_out(locked, DATA_OFFSET, b);
+        self.region.ring_copy_out(locked, DATA_OFFSET + off, a);
+        self.region.ring_copy_out(locked, DATA_OFFSET, b);
+    }
+
+    /// Whether a record of `record` bytes fits after `tail` (with `puts` items put), given
+    /// the consumers' word `head`. A stale `head` only makes the answer "no" more often.
+    fn fits(&self, tail: u32, puts: u32, head: u64, record: u32, maxsize: u64) -> bool {
+        let (head, gets) = split(head);
+        let used = tail.wrapping_sub(head);
+        let count = puts.wrapping_sub(gets);
+        used <= self.capacity
+            && self.capacity - used >= record
+            && (maxsize == 0 || u64::from(count) < maxsize)
     }
 
     /// Appends one record; `Err(None)` when full (and not waiting, or timed out).
     fn push(&self, payload: &[u8], wait: Wait) -> Result<(), Option<Errno>> {
         let h = self.header();
-        let record = (RECORD_HEADER + payload.len()) as u64;
+        let record = (RECORD_HEADER + payload.len()) as u32;
         let maxsize = h.maxsize.load(Ordering::Relaxed);
         loop {
-            let Some(locked) = wait.lock(h).map_err(Some)? else {
+            let Some(locked) = wait.lock(&h.producers.mutex).map_err(Some)? else {
                 return Err(None);
             };
-            let (head, tail, count, unfinished) = self.state();
-            let free = self.capacity - (tail - head);
-            if (maxsize == 0 || count < maxsize) && free >= record {
+            // Only producers store this word, and we hold their lock.
+            let (tail, puts) = split(h.tail.word.load(Ordering::Relaxed));
+            let mut head = h.producers.seen.load(Ordering::Relaxed);
+            if !self.fits(tail, puts, head, record, maxsize) {
+                head = h.head.word.load(Ordering::Acquire);
+                h.producers.seen.store(head, Ordering::Relaxed);
+            }
+            if self.fits(tail, puts, head, record, maxsize) {
                 self.ring_write(&locked, tail, &(payload.len() as u32).to_le_bytes());
-                self.ring_write(&locked, tail + RECORD_HEADER as u64, payload);
-                self.commit(&locked, (head, tail + record, count + 1, unfinished + 1));
-                h.put_seq.fetch_add(1, Ordering::SeqCst);
+                self.ring_write(&locked, tail.wrapping_add(RECORD_HEADER as u32), payload);
+                // The commit. SeqCst pairs with a consumer's (register, then re-read this
+                // word) in `wait_for_change`: either it sees the new word, or we see it
+                // registered and wake it.
+                let word = join(tail.wrapping_add(record), puts.wrapping_add(1));
+                h.tail.word.store(word, Ordering::SeqCst);
                 drop(locked);
-                if h.consumers_waiting.load(Ordering::SeqCst) > 0 {
-                    futex_wake(&h.put_seq, i32::MAX);
-                }
+                wake(&h.tail.seq, &h.consumers_waiting);
                 return Ok(());
             }
+            drop(locked);
             let Wait::Until(deadline) = wait else {
                 return Err(None);
             };
-            if park(locked, &h.get_seq, &h.producers_waiting, deadline) {
+            if wait_for_change(&h.head, head, &h.producers_waiting, deadline) {
                 return Err(None);
             }
         }
     }
 
-    /// Takes the oldest record; `Err(None)` when empty.
-    fn pop(&self, wait: Wait) -> Result<Vec<u8>, Option<Errno>> {
+    /// Takes the oldest record into `out`; `Err(None)` when empty.
+    fn pop(&self, out: &mut Vec<u8>, wait: Wait) -> Result<(), Option<Errno>> {
         let h = self.header();
         loop {
-            let Some(locked) = wait.lock(h).map_err(Some)? else {
+            let Some(locked) = wait.lock(&h.consumers.mutex).map_err(Some)? else {
                 return Err(None);
             };
-            let (head, tail, count, unfinished) = self.state();
-            if count > 0 {
+            // Only consumers store this word, and we hold their lock.
+            let (head, gets) = split(h.head.word.load(Ordering::Relaxed));
+            let mut tail = h.consumers.seen.load(Ordering::Relaxed);
+            if split(tail).1 == gets {
+                tail = h.tail.word.load(Ordering::Acquire);
+                h.consumers.seen.store(tail, Ordering::Relaxed);
+            }
+            let (tail_pos, puts) = split(tail);
+            if puts != gets {
+                // Published records are written whole; lengths that do not fit mean the
+                // memory was changed behind the queue's back, and are clamped.
+                let avail = tail_pos.wrapping_sub(head).min(self.capacity);
                 let mut len = [0u8; RECORD_HEADER];
                 self.ring_read(&locked, head, &mut len);
-                let len = u32::from_le_bytes(len) as u64;
-                // Records are written whole before they are committed; a length that does
-                // not fit means the memory was changed behind the queue's back.
-                let len = len.min(tail - head - RECORD_HEADER as u64);
-                let mut payload = vec![0u8; len as usize];
-                self.ring_read(&locked, head + RECORD_HEADER as u64, &mut payload);
-                let next = head + RECORD_HEADER as u64 + len;
-                self.commit(&locked, (next, tail, count - 1, unfinished));
-                h.get_seq.fetch_add(1, Ordering::SeqCst);
+                let len = u32::from_le_bytes(len).min(avail.saturating_sub(RECORD_HEADER as u32));
+                out.resize(len as usize, 0);
+                self.ring_read(&locked, head.wrapping_add(RECORD_HEADER as u32), out);
+                let next = head.wrapping_add(RECORD_HEADER as u32 + len);
+                // The commit; SeqCst as in `push`, for sleeping producers.
+                h.head
+                    .word
+                    .store(join(next, gets.wrapping_add(1)), Ordering::SeqCst);
                 drop(locked);
-                if h.producers_waiting.load(Ordering::SeqCst) > 0 {
-                    futex_wake(&h.get_seq, i32::MAX);
-                }
-                return Ok(payload);
+                wake(&h.head.seq, &h.producers_waiting);
+                return Ok(());
             }
+            drop(locked);
             let Wait::Until(deadline) = wait else {
                 return Err(None);
             };
-            if park(locked, &h.put_seq, &h.consumers_waiting, deadline) {
+            if wait_for_change(&h.tail, tail, &h.consumers_waiting, deadline) {
                 return Err(None);
             }
         }
     }
 
-    fn task_done(&self) -> Result<(), Option<Errno>> {
+    /// Marks one item done: one compare-and-swap, refused when nothing is unfinished.
+    fn task_done(&self) -> Result<(), ()> {
         let h = self.header();
-        let (locked, _) = h.mutex.lock().map_err(Some)?;
-        let (head, tail, count, unfinished) = self.state();
-        if unfinished == 0 {
-            return Err(None);
-        }
-        self.commit(&locked, (head, tail, count, unfinished - 1));
-        if unfinished == 1 {
-            h.done_seq.fetch_add(1, Ordering::SeqCst);
-            drop(locked);
-            if h.joiners_waiting.load(Ordering::SeqCst) > 0 {
-                futex_wake(&h.done_seq, i32::MAX);
+        let mut done = h.done.word.load(Ordering::SeqCst);
+        loop {
+            // `done` first, then the put count (which only grows): unfinished is never
+            // under-counted, so a refusal is right. The consumers' remembered copy of the
+            // put count is an older value of it: when it already shows items left, there
+            // are at least that many, and the producers' busy cache line is not read.
+            let (_, seen) = split(h.consumers.seen.load(Ordering::Relaxed));
+            let stale = seen.wrapping_sub(done as u32);
+            let left = if stale != 0 && stale < 1 << 31 {
+                stale
+            } else {
+                split(h.tail.word.load(Ordering::SeqCst))
+                    .1
+                    .wrapping_sub(done as u32)
+            };
+            if left == 0 {
+                return Err(());
+            }
+            let next = u64::from((done as u32).wrapping_add(1));
+            match h
+                .done
+                .word
+                .compare_exchange_weak(done, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => {
+                    // `left` is never above the real count: when the real count reaches
+                    // zero here, `left` is 1.
+                    if left == 1 {
+                        wake(&h.done.seq, &h.joiners_waiting);
+                    }
+                    return Ok(());
+                }
+                Err(now) => done = now,
             }
         }
-        Ok(())
     }
 
-    fn join(&self) -> Result<(), Errno> {
+    fn join(&self) {
         let h = self.header();
         loop {
-            let (locked, _) = h.mutex.lock()?;
-            if self.state().3 == 0 {
-                return Ok(());
+            if self.unfinished() == 0 {
+                return;
             }
-            park(locked, &h.done_seq, &h.joiners_waiting, None);
+            // Registered first, then the count re-read: a task_done that makes it zero
+            // either is seen here or sees us registered and wakes us (both SeqCst).
+            spin_then_sleep(
+                || self.unfinished() == 0,
+                &h.done.seq,
+                &h.joiners_waiting,
+                None,
+            );
         }
     }
 }
 
-/// Gives up the lock and sleeps until `word` moves (or a slice or the deadline ends),
-/// counted in `waiting` meanwhile so that wakers know to make the system call. The word is
-/// read under the lock, so a change made after we release it is never missed. Returns true
-/// when the deadline passed with the word unmoved.
-fn park(
-    locked: Locked<'_>,
-    word: &std::sync::atomic::AtomicU32,
-    waiting: &std::sync::atomic::AtomicU32,
+/// Wakes every sleeper on `seq` if `waiting` says there is one; called after the commit
+/// store (SeqCst) that the sleepers wait for. No system call when nobody sleeps.
+fn wake(seq: &AtomicU32, waiting: &AtomicU32) {
+    if waiting.load(Ordering::SeqCst) > 0 {
+        seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake(seq, i32::MAX);
+    }
+}
+
+/// Waits until the other side's word is no longer `seen` (or a slice or the deadline
+/// ends). Returns true when the deadline passed with the word unmoved.
+fn wait_for_change(
+    word: &QueueWord,
+    seen: u64,
+    waiting: &AtomicU32,
     deadline: Option<Instant>,
 ) -> bool {
-    let seen = word.load(Ordering::SeqCst);
-    drop(locked);
-    // Spin first, unregistered: wakers make no system call for a waiter that will see the
-    // change on its own within a microsecond or two.
+    !spin_then_sleep(
+        || word.word.load(Ordering::SeqCst) != seen,
+        &word.seq,
+        waiting,
+        deadline,
+    )
+}
+
+/// Spins until `ready`, then registers in `waiting` and sleeps on `seq` for one slice (at
+/// most [`MAX_SLEEP`], and not past `deadline`). Returns whether `ready` held (false: the
+/// deadline passed without it); callers re-check under their lock either way.
+///
+/// Spinning comes first, unregistered: wakers make no system call for a waiter that sees
+/// the change on its own within a microsecond or two. Then: register, read `seq`, re-check
+/// `ready`, sleep. The waker's order is the mirror image (change, then read `waiting`),
+/// all SeqCst: either it sees us registered and bumps `seq` (so FUTEX_WAIT returns at
+/// once or is woken), or our re-check sees its change. No wake is lost.
+fn spin_then_sleep(
+    ready: impl Fn() -> bool,
+    seq: &AtomicU32,
+    waiting: &AtomicU32,
+    deadline: Option<Instant>,
+) -> bool {
     for _ in 0..SPINS {
-        if word.load(Ordering::Acquire) != seen {
-            return false;
+        if ready() {
+            return true;
         }
         std::hint::spin_loop();
     }
-    // Registered, then asleep. SeqCst pairs with the waker's (change the word, then read
-    // `waiting`): either it sees us registered and wakes us, or FUTEX_WAIT sees the new
-    // word and returns at once. No wake is lost.
     waiting.fetch_add(1, Ordering::SeqCst);
-    let timed_out = sleep_on(word, seen, deadline);
-    waiting.fetch_sub(1, Ordering::SeqCst);
-    timed_out
-}
-
-/// Sleeps one slice (at most [`MAX_SLEEP`], and not past `deadline`) while `word` is
-/// `seen`; the caller re-checks under the lock either way. Returns true when the deadline
-/// passed with the word unmoved.
-fn sleep_on(word: &std::sync::atomic::AtomicU32, seen: u32, deadline: Option<Instant>) -> bool {
-    let slice = match deadline {
-        None => MAX_SLEEP,
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return word.load(Ordering::SeqCst) == seen;
+    let seen = seq.load(Ordering::SeqCst);
+    let outcome = if ready() {
+        true
+    } else {
+        let slice = match deadline {
+            None => Some(MAX_SLEEP),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then(|| left.min(MAX_SLEEP))
             }
-            left.min(MAX_SLEEP)
+        };
+        if let Some(slice) = slice {
+            futex_wait(seq, seen, Some(slice));
         }
+        ready() || deadline.is_none_or(|d| Instant::now() < d)
     };
-    futex_wait(word, seen, Some(slice));
-    deadline.is_some_and(|d| Instant::now() >= d) && word.load(Ordering::SeqCst) == seen
+    waiting.fetch_sub(1, Ordering::SeqCst);
+    outcome
 }
 
 /// A multi-producer, multi-consumer queue shared by any number of processes: Python's
@@ -519,9 +658,8 @@ impl<T> Clone for Queue<T> {
 
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (_, _, count, _) = self.shared.state();
         f.debug_struct("Queue")
-            .field("qsize", &count)
+            .field("qsize", &self.shared.count())
             .field("capacity", &self.shared.capacity)
             .field("closed", &self.closed)
             .finish()
@@ -542,8 +680,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Self::with_capacity(maxsize, DEFAULT_CAPACITY)
     }
 
-    /// A queue of at most `maxsize` items whose ring holds `capacity` bytes (each item
-    /// takes its encoded length plus 4).
+    /// A queue of at most `maxsize` items whose ring holds `capacity` bytes, rounded up to
+    /// a power of two and at most 1 GiB (each item takes its encoded length plus 4).
     ///
     /// ```
     /// let q = procvisor::Queue::with_capacity(0, 64)?;
@@ -563,22 +701,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(PutError::Closed(item));
         }
-        let bytes = match encode_value(&item) {
-            Ok(b) => b,
-            Err(e) => return Err(PutError::Serialize(item, e)),
-        };
         let capacity = self.shared.capacity as usize;
-        if RECORD_HEADER + bytes.len() > capacity || bytes.len() > u32::MAX as usize {
-            return Err(PutError::TooLarge {
-                item,
-                len: bytes.len(),
-                capacity,
-            });
-        }
-        match self.shared.push(&bytes, wait) {
+        let pushed = with_scratch(|buf| {
+            // The same bytes as `procvisor_protocol::encode_value`, into a reused buffer.
+            rmp_serde::encode::write_named(buf, &item).map_err(Pushed::Serialize)?;
+            if RECORD_HEADER + buf.len() > capacity {
+                return Err(Pushed::TooLarge(buf.len()));
+            }
+            self.shared.push(buf, wait).map_err(Pushed::Push)
+        });
+        match pushed {
             Ok(()) => Ok(()),
-            Err(None) => Err(PutError::Full(item)),
-            Err(Some(e)) => Err(PutError::Os(item, e)),
+            Err(Pushed::Serialize(e)) => Err(PutError::Serialize(item, EncodeError::Serialize(e))),
+            Err(Pushed::TooLarge(len)) => Err(PutError::TooLarge {
+                item,
+                len,
+                capacity,
+            }),
+            Err(Pushed::Push(None)) => Err(PutError::Full(item)),
+            Err(Pushed::Push(Some(e))) => Err(PutError::Os(item, e)),
         }
     }
 
@@ -623,14 +764,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(GetError::Closed);
         }
-        let bytes = match self.shared.pop(wait) {
-            Ok(b) => b,
-            Err(None) => return Err(GetError::Empty),
-            Err(Some(e)) => return Err(GetError::Os(e)),
-        };
-        decode_value(&bytes).map_err(|source| GetError::Decode {
-            expected: std::any::type_name::<T>(),
-            source,
+        with_scratch(|buf| {
+            match self.shared.pop(buf, wait) {
+                Ok(()) => {}
+                Err(None) => return Err(GetError::Empty),
+                Err(Some(e)) => return Err(GetError::Os(e)),
+            }
+            decode_value(buf).map_err(|source| GetError::Decode {
+                expected: std::any::type_name::<T>(),
+                source,
+            })
         })
     }
 
@@ -679,7 +822,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn qsize(&self) -> usize {
-        self.shared.state().2 as usize
+        self.shared.count() as usize
     }
 
     /// Whether the queue is empty; false as soon as a `put` has returned.
@@ -703,7 +846,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn full(&self) -> bool {
         let max = self.shared.header().maxsize.load(Ordering::Relaxed);
-        max > 0 && self.shared.state().2 >= max
+        max > 0 && u64::from(self.shared.count()) >= max
     }
 
     /// Stops this handle from putting or getting (Python's `close`); other handles, here or
@@ -723,7 +866,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// holding it. Runs `locked` once the lock is held.
     #[doc(hidden)]
     pub fn __hold_lock_forever(&self, locked: impl FnOnce()) -> ! {
-        let _held = self.shared.header().mutex.lock();
+        let h = self.shared.header();
+        let _held = (h.producers.mutex.lock(), h.consumers.mutex.lock());
         locked();
         loop {
             std::thread::park();
@@ -868,11 +1012,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Marks one item taken from the queue as done. An error when called more times than
     /// items were put.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.0.shared.task_done().map_err(|_| TaskDoneError)
+        self.0.shared.task_done().map_err(|()| TaskDoneError)
     }
 
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<(), GetError> {
-        self.0.shared.join().map_err(GetError::Os)
+        self.0.shared.join();
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 Usage: python3 connection_bench.py BENCH METHOD REPS [--quick] [--cpus P,C]
 
   BENCH   connection_rtt_small | connection_oneway_small | connection_oneway_1mib
+          | connection_oneway_small_buffered
   METHOD  fork | spawn | forkserver  (passed to multiprocessing.get_context)
   REPS    number of measured repetitions (positive integer)
   --cpus  pin this process to CPU P (before the forkserver starts) and the
@@ -18,6 +19,9 @@ batch (a tenth of a batch) first. Each rep times one batch:
   connection_oneway_small  send n, then n messages (i, TEXT); the child counts
                            them and replies with the count; "msgs/s" from the
                            first send to the reply (200,000 / 50,000 messages)
+  connection_oneway_small_buffered
+                           the same as connection_oneway_small: CPython has no
+                           buffered sender, so its row is send() per message
   connection_oneway_1mib   as above with 1 MiB send_bytes / recv_bytes; "GB/s"
                            of payload, 10**9 bytes per second (2,000 / 300)
 
@@ -39,7 +43,7 @@ import time
 import bench_common
 
 BENCHES = ("connection_rtt_small", "connection_oneway_small",
-           "connection_oneway_1mib")
+           "connection_oneway_1mib", "connection_oneway_small_buffered")
 CLI = bench_common.Cli("connection_bench.py", BENCHES, "[--cpus P,C]")
 TEXT = "abcdefghijklmnopqrstuvwxyz012345"
 MIB = 1 << 20
@@ -48,11 +52,13 @@ BATCH = {
     "connection_rtt_small": (20_000, 5_000),
     "connection_oneway_small": (200_000, 50_000),
     "connection_oneway_1mib": (2_000, 300),
+    "connection_oneway_small_buffered": (200_000, 50_000),
 }
 UNIT = {
     "connection_rtt_small": "us",
     "connection_oneway_small": "msgs/s",
     "connection_oneway_1mib": "GB/s",
+    "connection_oneway_small_buffered": "msgs/s",
 }
 
 
@@ -100,6 +106,7 @@ CHILD = {
     "connection_rtt_small": echo_child,
     "connection_oneway_small": count_child,
     "connection_oneway_1mib": count_bytes_child,
+    "connection_oneway_small_buffered": count_child,
 }
 
 
@@ -147,6 +154,7 @@ BATCH_FN = {
     "connection_rtt_small": batch_rtt,
     "connection_oneway_small": batch_oneway_small,
     "connection_oneway_1mib": batch_oneway_1mib,
+    "connection_oneway_small_buffered": batch_oneway_small,
 }
 
 

@@ -11,6 +11,12 @@
 //!   second from the first send to the reply. Floor `socketpair_write_small`: one `write`
 //!   per message of procvisor's frame length; the child reads and discards, counting bytes,
 //!   then replies.
+//! - `connection_oneway_small_buffered`: as `connection_oneway_small`, the messages sent
+//!   through a [`BufferedSender`](procvisor::connection::BufferedSender) (one write per
+//!   32 KiB of frames, and a `flush` at the end of the batch); CPython has nothing of the
+//!   kind, so its column is its `send` per message (the same as `connection_oneway_small`).
+//!   Floor `socketpair_write_batched`: the same frames, written raw in chunks of the same
+//!   size; the child reads and discards them.
 //! - `connection_oneway_1mib`: as above with 1 MiB byte payloads (`send_bytes` /
 //!   `recv_bytes`); GB/s of payload (10⁹ bytes per second). Floor `socketpair_write_1mib`:
 //!   one 1 MiB `write` per message, read into a 1 MiB buffer.
@@ -38,7 +44,7 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use procvisor::connection::{Connection, pipe};
+use procvisor::connection::{BufferedSender, Connection, pipe};
 use procvisor::{Process, StartMethod};
 
 use crate::cpus::allowed_cpus;
@@ -63,10 +69,14 @@ const ECHO_MAX: usize = 256;
 pub(crate) const END_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The benches, each with the name of its OS floor.
-pub(crate) const BENCHES: [(&str, &str); 3] = [
+pub(crate) const BENCHES: [(&str, &str); 4] = [
     ("connection_rtt_small", "socketpair_rtt"),
     ("connection_oneway_small", "socketpair_write_small"),
     ("connection_oneway_1mib", "socketpair_write_1mib"),
+    (
+        "connection_oneway_small_buffered",
+        "socketpair_write_batched",
+    ),
 ];
 
 /// The start method of the connection benches, for procvisor and CPython alike.
@@ -94,7 +104,7 @@ impl Placement {
                 parent: first,
                 child: first,
             },
-            Kind::OnewaySmall | Kind::OnewayMib => Placement {
+            Kind::OnewaySmall | Kind::OnewayMib | Kind::OnewayBuffered => Placement {
                 parent: first,
                 child: second,
             },
@@ -115,6 +125,7 @@ pub(crate) enum Kind {
     Rtt,
     OnewaySmall,
     OnewayMib,
+    OnewayBuffered,
 }
 
 impl Kind {
@@ -123,6 +134,7 @@ impl Kind {
             "connection_rtt_small" => Ok(Kind::Rtt),
             "connection_oneway_small" => Ok(Kind::OnewaySmall),
             "connection_oneway_1mib" => Ok(Kind::OnewayMib),
+            "connection_oneway_small_buffered" => Ok(Kind::OnewayBuffered),
             _ => Err(format!("unknown connection bench {bench:?}")),
         }
     }
@@ -138,7 +150,7 @@ impl Kind {
     fn unit(self) -> &'static str {
         match self {
             Kind::Rtt => "us",
-            Kind::OnewaySmall => "msgs/s",
+            Kind::OnewaySmall | Kind::OnewayBuffered => "msgs/s",
             Kind::OnewayMib => "GB/s",
         }
     }
@@ -152,6 +164,8 @@ impl Kind {
             (Kind::OnewaySmall, true) => 50_000,
             (Kind::OnewayMib, false) => 2_000,
             (Kind::OnewayMib, true) => 300,
+            (Kind::OnewayBuffered, false) => 1_000_000,
+            (Kind::OnewayBuffered, true) => 200_000,
         }
     }
 
@@ -160,7 +174,7 @@ impl Kind {
         let s = elapsed.as_secs_f64();
         match self {
             Kind::Rtt => s * 1e6 / n as f64,
-            Kind::OnewaySmall => n as f64 / s,
+            Kind::OnewaySmall | Kind::OnewayBuffered => n as f64 / s,
             Kind::OnewayMib => (n * MIB) as f64 / s / 1e9,
         }
     }
@@ -176,13 +190,15 @@ pub(crate) fn note(cfg: &Config) -> String {
     format!(
         "connection benches ({}, one child per bench; CPython uses the same batches and \
          placement): rtt {} round trips ({}), oneway_small {} messages of (u64, 32-char \
-         string), oneway_1mib {} × 1 MiB per repetition ({})",
+         string), oneway_1mib {} × 1 MiB per repetition ({}); oneway_small_buffered {} \
+         messages (CPython: its oneway_small batch, sent with send())",
         METHOD.as_str(),
         Kind::Rtt.batch(cfg),
         place(Kind::Rtt.bench()),
         Kind::OnewaySmall.batch(cfg),
         Kind::OnewayMib.batch(cfg),
         place(Kind::OnewayMib.bench()),
+        Kind::OnewayBuffered.batch(cfg),
     )
 }
 
@@ -281,7 +297,7 @@ impl PvChild {
         let (conn, child_end) = pipe(true).map_err(|e| format!("pipe: {e}"))?;
         let process = match kind {
             Kind::Rtt => Process::new(echo, child_end),
-            Kind::OnewaySmall => Process::new(count_small, child_end),
+            Kind::OnewaySmall | Kind::OnewayBuffered => Process::new(count_small, child_end),
             Kind::OnewayMib => Process::new(count_bytes, child_end),
         };
         let mut child = PvChild {
@@ -323,6 +339,21 @@ impl PvChild {
                     return Err(format!("the child counted {count} messages of {n}"));
                 }
             }
+            Kind::OnewayBuffered => {
+                conn.send(&(n as u64)).map_err(|e| err("send", e))?;
+                let mut tx = conn
+                    .buffered_sender()
+                    .map_err(|e| err("buffered_sender", e))?;
+                for i in 0..n as u64 {
+                    tx.send(&(i, TEXT)).map_err(|e| err("send", e))?;
+                }
+                tx.flush().map_err(|e| err("flush", e))?;
+                drop(tx);
+                let count: u64 = conn.recv().map_err(|e| err("recv", e))?;
+                if count != n as u64 {
+                    return Err(format!("the child counted {count} messages of {n}"));
+                }
+            }
             Kind::OnewayMib => {
                 conn.send(&(n as u64)).map_err(|e| err("send", e))?;
                 for _ in 0..n {
@@ -356,6 +387,9 @@ pub(crate) struct Floor {
     pid: Option<Pid>,
     /// One message: a frame of procvisor's length (small kinds) or 1 MiB.
     msg: Vec<u8>,
+    /// `connection_oneway_small_buffered`: as many copies of `msg` as one buffered write
+    /// of procvisor holds (empty for the other kinds).
+    chunk: Vec<u8>,
     /// Where the parent reads echoed frames.
     rbuf: Vec<u8>,
 }
@@ -376,7 +410,7 @@ impl Floor {
         let msg = match kind {
             // procvisor's frame of a message from the middle of a batch: the msgpack
             // length of `i` grows with it (1, 3 then 5 bytes), the string's does not.
-            Kind::Rtt | Kind::OnewaySmall => {
+            Kind::Rtt | Kind::OnewaySmall | Kind::OnewayBuffered => {
                 let payload = rmp_serde::to_vec_named(&((n / 2) as u64, TEXT))
                     .map_err(|e| format!("encode: {e}"))?;
                 let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
@@ -416,11 +450,18 @@ impl Floor {
                 drop(theirs);
                 drop(sink_buf);
                 let rbuf = vec![0u8; if kind == Kind::Rtt { msg.len() } else { 8 }];
+                let mut chunk = Vec::new();
+                if kind == Kind::OnewayBuffered {
+                    while chunk.len() < BufferedSender::FLUSH_AT {
+                        chunk.extend_from_slice(&msg);
+                    }
+                }
                 let floor = Floor {
                     kind,
                     sock: Some(ours),
                     pid: Some(child),
                     msg,
+                    chunk,
                     rbuf,
                 };
                 if let Some(p) = place {
@@ -444,12 +485,22 @@ impl Floor {
                     sock.read_exact(&mut self.rbuf).map_err(|e| io("read", e))?;
                 }
             }
-            Kind::OnewaySmall | Kind::OnewayMib => {
+            Kind::OnewaySmall | Kind::OnewayMib | Kind::OnewayBuffered => {
                 let total = (n * self.msg.len()) as u64;
                 sock.write_all(&total.to_ne_bytes())
                     .map_err(|e| io("write", e))?;
-                for _ in 0..n {
-                    sock.write_all(&self.msg).map_err(|e| io("write", e))?;
+                if self.kind == Kind::OnewayBuffered {
+                    let per = self.chunk.len() / self.msg.len();
+                    for _ in 0..n / per {
+                        sock.write_all(&self.chunk).map_err(|e| io("write", e))?;
+                    }
+                    let rest = (n % per) * self.msg.len();
+                    sock.write_all(&self.chunk[..rest])
+                        .map_err(|e| io("write", e))?;
+                } else {
+                    for _ in 0..n {
+                        sock.write_all(&self.msg).map_err(|e| io("write", e))?;
+                    }
                 }
                 sock.read_exact(&mut self.rbuf[..8])
                     .map_err(|e| io("read", e))?;

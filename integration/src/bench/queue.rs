@@ -25,7 +25,8 @@
 //! CPython script's parent pins itself before its forkserver starts). With a CPU for every
 //! busy process each gets its own; with fewer, where they share decides the figures more
 //! than the queues do. What four `--quick` runs of each placement gave on a shared 2-CPU
-//! VM (medians per run, procvisor / CPython, items/s):
+//! VM (medians per run, procvisor / CPython, items/s; the procvisor figures are those of
+//! the first, single-lock queue, before producers and consumers took separate locks):
 //!
 //! - 1p1c: producer and consumer on two CPUs 2.9–3.0 M / 261–287 k; unpinned 2.8–3.1 M /
 //!   266–269 k; both on one CPU 1.8–1.9 M / 156–163 k; about 11× in each. Kept: two

@@ -121,6 +121,7 @@ fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'
         ("connection_rtt_small", _) => os("socketpair_rtt"),
         ("connection_oneway_small", _) => os("socketpair_write_small"),
         ("connection_oneway_1mib", _) => os("socketpair_write_1mib"),
+        ("connection_oneway_small_buffered", _) => os("socketpair_write_batched"),
         ("actor_request_rtt", _) => Some(("connection_rtt_small", "procvisor", "forkserver")),
         ("lock_uncontended", _) => os("pthread_mutex_pair"),
         ("value_contended_2x200k", _) => os("pthread_mutex_2x200k"),
@@ -139,13 +140,14 @@ fn sync_row(bench: &str) -> bool {
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 19] = [
+pub(crate) const TABLE_BENCHES: [&str; 20] = [
     "start_join",
     "start_100",
     "idle_rss",
     "idle_uss",
     "connection_rtt_small",
     "connection_oneway_small",
+    "connection_oneway_small_buffered",
     "connection_oneway_1mib",
     "actor_request_rtt",
     "queue_1p1c_small",

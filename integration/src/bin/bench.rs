@@ -150,6 +150,7 @@ fn usage() -> &'static str {
      \x20 FILTER   run only the benches whose name contains it:\n\
      \x20          start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self,\n\
      \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
+     \x20          connection_oneway_small_buffered, socketpair_write_batched,\n\
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
      \x20          queue_1p1c_small, queue_2p2c_small, joinable_put_taskdone_join,\n\
      \x20          actor_request_rtt, lock_uncontended, value_contended_2x200k,\n\

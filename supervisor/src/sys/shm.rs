@@ -319,56 +319,67 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
     }
 }
 
-/// The state of a queue: double-buffered in [`QueueHeader::state`], switched by one atomic
-/// store of [`QueueHeader::active`], so a process killed while changing it leaves the
-/// other copy — the one `active` names — whole.
-#[repr(C)]
+/// One side of a queue (its producers, or its consumers): the lock that serializes that
+/// side, and what the side last read of the other side's published word. On a cache line
+/// of its own, so that a side's bookkeeping never bounces to the other side's core.
+#[repr(C, align(64))]
 #[derive(Debug)]
-pub(crate) struct QueueState {
-    /// Position of the oldest record (bytes since creation; the ring offset is this modulo
-    /// the capacity).
-    pub(crate) head: std::sync::atomic::AtomicU64,
-    /// Position after the newest record.
-    pub(crate) tail: std::sync::atomic::AtomicU64,
-    /// Records in the ring.
-    pub(crate) count: std::sync::atomic::AtomicU64,
-    /// Items put and not yet marked done (JoinableQueue).
-    pub(crate) unfinished: std::sync::atomic::AtomicU64,
+pub(crate) struct QueueSide {
+    /// Serializes this side's changes to the ring and to its published word.
+    pub(crate) mutex: RobustMutex,
+    /// The other side's published word as this side last read it: a stale copy is always
+    /// safe (it shows less room, or fewer items), so it is re-read only when it says no.
+    pub(crate) seen: std::sync::atomic::AtomicU64,
+}
+
+/// A word one side publishes (with one atomic store, the commit point of a put or a
+/// get) and the futex word the other side sleeps on, bumped only when someone sleeps.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct QueueWord {
+    /// Byte position in the low half, items in the high half (both wrapping u32).
+    pub(crate) word: std::sync::atomic::AtomicU64,
+    /// Bumped after `word` changed while the other side had sleepers.
+    pub(crate) seq: AtomicU32,
 }
 
 /// The header of a queue's shared region; the ring of records follows it.
+///
+/// A put is committed by one store of `tail.word`, a get by one store of `head.word`, and
+/// a `task_done` by one compare-and-swap of `done.word`: a process killed at any point
+/// leaves every word either before or after its change. Producers and consumers take
+/// different locks, so they do not wait for each other.
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct QueueHeader {
     /// Set once initialised; a region without it is not a queue.
     pub(crate) magic: std::sync::atomic::AtomicU64,
-    /// Serializes every change of `state` and every access to the ring.
-    pub(crate) mutex: RobustMutex,
-    /// Which of `state` is current.
-    pub(crate) active: AtomicU32,
-    /// Bumped after every put (consumers sleep on it).
-    pub(crate) put_seq: AtomicU32,
-    /// Bumped after every get (producers sleep on it when full).
-    pub(crate) get_seq: AtomicU32,
-    /// Bumped when the unfinished count reaches zero (joiners sleep on it).
-    pub(crate) done_seq: AtomicU32,
-    /// How many sleep on each word: a wake is a system call, skipped when nobody sleeps.
+    /// Bytes in the ring (a power of two).
+    pub(crate) capacity: std::sync::atomic::AtomicU64,
+    /// Most items at once; 0 for no limit.
+    pub(crate) maxsize: std::sync::atomic::AtomicU64,
+    /// How many sleep on each futex word: a wake is a system call, skipped when nobody
+    /// sleeps.
     pub(crate) consumers_waiting: AtomicU32,
     /// See `consumers_waiting`.
     pub(crate) producers_waiting: AtomicU32,
     /// See `consumers_waiting`.
     pub(crate) joiners_waiting: AtomicU32,
-    /// Bytes in the ring.
-    pub(crate) capacity: std::sync::atomic::AtomicU64,
-    /// Most items at once; 0 for no limit.
-    pub(crate) maxsize: std::sync::atomic::AtomicU64,
-    /// The two copies of the state.
-    pub(crate) state: [QueueState; 2],
+    /// The producers' side.
+    pub(crate) producers: QueueSide,
+    /// The consumers' side.
+    pub(crate) consumers: QueueSide,
+    /// Published by producers: tail position and items put.
+    pub(crate) tail: QueueWord,
+    /// Published by consumers: head position and items taken.
+    pub(crate) head: QueueWord,
+    /// Items marked done (JoinableQueue), wrapping; its `seq` wakes joiners.
+    pub(crate) done: QueueWord,
 }
 
 // SAFETY: all-zero bytes are a valid `QueueHeader` (zero atomics; a zeroed pthread_mutex_t
 // is glibc's PTHREAD_MUTEX_INITIALIZER, made robust and shared by `RobustMutex::init`), and
-// it holds only atomics and a `RobustMutex`.
+// it holds only atomics and `RobustMutex`es (and alignment padding, never read).
 unsafe impl SharedHeader for QueueHeader {}
 
 /// The header of a lock's or a shared value's region: a robust mutex, an event word, and
@@ -468,5 +479,48 @@ impl Locked<'_> {
     /// Keeps the mutex locked after this guard is gone (see `RobustMutex::unlock_held`).
     pub(crate) fn keep_locked(self) {
         std::mem::forget(self);
+    }
+}
+
+impl Region {
+    /// Copies `src` into the region at `offset`, for a ring whose byte ranges are handed
+    /// between processes by atomic words rather than by one lock (the queue's ring): the
+    /// caller holds the lock of the side that owns the range. Another process may still
+    /// touch the same bytes (a buggy or hostile one can map the memfd and write anywhere),
+    /// so callers treat what they read back as untrusted bytes and validate it.
+    ///
+    /// # Panics
+    ///
+    /// When the range is outside the region.
+    pub(crate) fn ring_copy_in(&self, _side: &Locked<'_>, offset: usize, src: &[u8]) {
+        let end = offset.checked_add(src.len()).expect("no overflow");
+        assert!(end <= self.len, "copy outside the region");
+        // SAFETY: 1. the range is inside the mapping (checked), which lives as long as
+        // `self`; 2. `src` is ordinary memory of ours, not inside the mapping, so the two do
+        // not overlap; 3. the bytes are plain `u8`, valid whatever another process writes at
+        // the same time, and no Rust reference into the mapping is made, so a concurrent
+        // writer elsewhere can garble the bytes but not this process's memory safety.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        }
+    }
+
+    /// Copies from the region at `offset` into `dst` (see [`ring_copy_in`](Self::ring_copy_in)).
+    ///
+    /// # Panics
+    ///
+    /// When the range is outside the region.
+    pub(crate) fn ring_copy_out(&self, _side: &Locked<'_>, offset: usize, dst: &mut [u8]) {
+        let end = offset.checked_add(dst.len()).expect("no overflow");
+        assert!(end <= self.len, "copy outside the region");
+        // SAFETY: as in `ring_copy_in`, reading instead of writing: the range is inside the
+        // mapping, `dst` is ours and outside it, and any bit pattern is a valid `u8`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
     }
 }
