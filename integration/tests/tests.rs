@@ -16,7 +16,7 @@ mod containment;
 mod connection;
 // Queue, SimpleQueue, JoinableQueue across processes, and kills under load.
 mod queues;
-// Lock, Event, Value and Array across processes, and a lock whose holder died.
+// Lock, Event, Value and Array across processes, and locks and permits whose holder died.
 mod synchronize;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;
