@@ -18,6 +18,8 @@ mod connection;
 mod queues;
 // Lock, Event, Value and Array across processes, and locks and permits whose holder died.
 mod synchronize;
+// SharedMemory by name across processes: attach, unlink, a creator killed, bad input.
+mod shared_memory;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;
 // Listener and Client: authenticated connections over Unix paths, abstract names, TCP.

@@ -59,6 +59,7 @@ mod per_process;
 pub mod process;
 pub mod queues;
 pub mod restart;
+pub mod shared_memory;
 mod runtime;
 pub mod spawn;
 mod status;
