@@ -20,6 +20,8 @@ mod queues;
 mod synchronize;
 // SharedMemory by name across processes: attach, unlink, a creator killed, bad input.
 mod shared_memory;
+// Manager: proxies from children and over TCP, nested proxies, a killed manager, bad input.
+mod manager;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;
 // Listener and Client: authenticated connections over Unix paths, abstract names, TCP.

@@ -54,6 +54,7 @@ mod child;
 pub mod connection;
 mod error;
 pub mod listener;
+pub mod manager;
 pub mod mailbox;
 mod per_process;
 pub mod process;
