@@ -76,12 +76,14 @@ mod sys;
 pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
 pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
+pub use manager::Manager;
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
 };
 pub use procvisor_protocol::{Peer, RemoteError};
 pub use procvisor_worker::identity::Identity;
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
+pub use shared_memory::SharedMemory;
 pub use spawn::{StartMethod, get_start_method, set_start_method};
 pub use status::ExitStatus;
 pub use supervisor::{ChildInfo, ListChildren, Supervisor, supervisor};
