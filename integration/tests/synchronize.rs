@@ -116,7 +116,7 @@ fn an_event_set_in_one_process_wakes_a_waiter_in_another() {
 
 fn inside_with_permit((sem, stats): (procvisor::Semaphore, Array<i64>)) {
     for _ in 0..20 {
-        assert!(sem.acquire(Some(Duration::from_secs(20))));
+        assert!(sem.acquire(Some(Duration::from_secs(20))).unwrap());
         {
             let mut g = stats.get_lock().unwrap();
             let inside = g.get(0) + 1;
@@ -307,4 +307,78 @@ fn a_barrier_wait_that_times_out_breaks_it() {
     assert!(barrier.wait(Some(Duration::from_millis(100))).is_err());
     assert!(t.elapsed() >= Duration::from_millis(100));
     assert!(barrier.broken());
+}
+
+fn hold_permit_and_hang((sem, mut ready): (procvisor::Semaphore, Connection)) {
+    assert!(sem.acquire(None).unwrap());
+    ready.send(&()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_semaphore_permit_whose_holder_was_killed_comes_back() {
+    // CPython's acquirer waits for ever here: the permit died with its holder.
+    for m in METHODS {
+        let sem = procvisor::Semaphore::bounded(1).unwrap();
+        let (mut ready, theirs) = pipe(true).unwrap();
+        let mut holder =
+            Process::new(hold_permit_and_hang, (sem.clone(), theirs)).with_start_method(m);
+        holder.start().unwrap();
+        ready.recv::<()>().unwrap();
+        // Held by a live process: a timed acquire gives up after its timeout.
+        let t = Instant::now();
+        assert!(!sem.acquire(Some(Duration::from_millis(100))).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // Killed while this process already waits for the permit: the waiter notices
+        // within its check interval, not never.
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            holder.kill().unwrap();
+            holder.join(None).unwrap();
+        });
+        let t = Instant::now();
+        let got = sem.acquire(Some(Duration::from_secs(20)));
+        assert!(
+            matches!(got, Err(AcquireError::OwnerDied(()))),
+            "{m}: expected OwnerDied, got {got:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{m}: {:?}",
+            t.elapsed()
+        );
+        killer.join().unwrap();
+        // The recovered permit is ours, and an ordinary one from then on.
+        assert_eq!(sem.value(), 0);
+        sem.release().unwrap();
+        assert_eq!(sem.value(), 1);
+        assert!(sem.release().is_err(), "{m}: still bounded");
+    }
+}
+
+fn take_permit_and_exit(sem: procvisor::Semaphore) -> bool {
+    sem.acquire(Some(Duration::from_secs(20))).unwrap()
+}
+
+#[test]
+fn a_permit_kept_by_a_process_that_exits_comes_back_unless_counting() {
+    // Tracked (the default): an exit while holding gives the permit back.
+    let sem = procvisor::Semaphore::new(1).unwrap();
+    let mut p = Process::new(take_permit_and_exit, sem.clone());
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert!(p.result().unwrap());
+    assert_eq!(sem.value(), 0, "held by a process that no longer exists");
+    assert!(matches!(
+        sem.try_acquire(),
+        Err(AcquireError::OwnerDied(()))
+    ));
+    // Counting: a consumer's permit is consumed for good.
+    let items = procvisor::Semaphore::counting(1).unwrap();
+    let mut p = Process::new(take_permit_and_exit, items.clone());
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert!(p.result().unwrap());
+    assert!(!items.try_acquire().unwrap());
+    assert_eq!(items.value(), 0);
 }

@@ -16,8 +16,12 @@ mod containment;
 mod connection;
 // Queue, SimpleQueue, JoinableQueue across processes, and kills under load.
 mod queues;
-// Lock, Event, Value and Array across processes, and a lock whose holder died.
+// Lock, Event, Value and Array across processes, and locks and permits whose holder died.
 mod synchronize;
+// SharedMemory by name across processes: attach, unlink, a creator killed, bad input.
+mod shared_memory;
+// Manager: proxies from children and over TCP, nested proxies, a killed manager, bad input.
+mod manager;
 // The actor layer: join_async, Worker and Supervisor addresses.
 mod actors;
 // Listener and Client: authenticated connections over Unix paths, abstract names, TCP.

@@ -55,12 +55,14 @@ pub mod connection;
 mod error;
 pub mod listener;
 pub mod mailbox;
+pub mod manager;
 mod per_process;
 pub mod pool;
 pub mod process;
 pub mod queues;
 pub mod restart;
 mod runtime;
+pub mod shared_memory;
 pub mod spawn;
 mod status;
 pub mod supervisor;
@@ -76,6 +78,7 @@ mod sys;
 pub use connection::{Connection, ConnectionError, pipe, wait};
 pub use error::Error;
 pub use listener::{Address, AuthError, Client, Listener, ListenerError, client};
+pub use manager::Manager;
 pub use pool::{AsyncResult, Pool, PoolError};
 pub use process::{
     ActiveChild, Process, active_children, cpu_count, current_process, parent_process,
@@ -83,6 +86,7 @@ pub use process::{
 pub use procvisor_protocol::{Peer, RemoteError};
 pub use procvisor_worker::identity::Identity;
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
+pub use shared_memory::SharedMemory;
 pub use spawn::{StartMethod, get_start_method, set_start_method};
 pub use status::ExitStatus;
 pub use supervisor::{ChildInfo, ListChildren, Supervisor, supervisor};

@@ -31,7 +31,10 @@
 //!
 //! The locks are robust: when a process dies holding one, the next `acquire` does not block
 //! for ever, it succeeds with [`AcquireError::OwnerDied`], which carries the guard: the new
-//! owner looks at what the dead one may have left half-done, then carries on.
+//! owner looks at what the dead one may have left half-done, then carries on. A
+//! [`Semaphore`] records its holders by pid and gives back the permits of a holder that
+//! died, with the same `OwnerDied` to the acquirer that gets one; a [`Barrier`] whose
+//! party died breaks.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -397,10 +400,29 @@ impl<'de> Deserialize<'de> for RLock {
 /// A counter of permits shared by processes: Python's `multiprocessing.Semaphore` (and,
 /// bounded, `BoundedSemaphore`).
 ///
-/// # Caveats
+/// # Robust where CPython hangs
 ///
-/// A permit taken by a process that dies is not given back (CPython's is not either);
-/// the robust, owner-died form the issue asks for is still to come.
+/// A permit taken with [`acquire`](Semaphore::acquire) is *held* by the process that took
+/// it until that process [`release`](Semaphore::release)s one. The holders are recorded
+/// by pid (and start time, so a reused pid is not mistaken for the holder) in the
+/// semaphore's shared memory. When a process ends — killed, crashed, or simply exited —
+/// holding permits, they come back: an acquirer that finds no permit looks for dead
+/// holders (at once, and every 100 ms while it waits), takes their permits back, and the
+/// one that gets a permit this way is told so with [`AcquireError::OwnerDied`]. CPython's
+/// acquirers wait for ever there.
+///
+/// A semaphore used to *count events* — released by producers, acquired by consumers that
+/// never give the permit back — must not return a consumer's permits when it exits: make
+/// it with [`Semaphore::counting`], which tracks no holders (CPython's behaviour).
+///
+/// ```
+/// let s = procvisor::Semaphore::new(1)?;
+/// let guard = s.permit(None).unwrap().expect("a permit is free");
+/// assert_eq!(s.value(), 0);
+/// drop(guard); // released
+/// assert_eq!(s.value(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Semaphore {
     shared: Arc<Shared>,
@@ -428,29 +450,130 @@ impl fmt::Display for OverReleaseError {
 
 impl std::error::Error for OverReleaseError {}
 
+/// Holds one permit of a [`Semaphore`]; releases it when dropped.
+pub struct SemaphoreGuard<'a> {
+    sem: &'a Semaphore,
+}
+
+impl fmt::Debug for SemaphoreGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SemaphoreGuard")
+    }
+}
+
+impl SemaphoreGuard<'_> {
+    /// Keeps the permit after the guard is gone, for Python-style code that calls
+    /// [`Semaphore::release`] later. The permit stays recorded as held by this process.
+    ///
+    /// ```
+    /// let s = procvisor::Semaphore::new(1)?;
+    /// s.permit(None).unwrap().unwrap().forget();
+    /// assert_eq!(s.value(), 0);
+    /// s.release()?;
+    /// assert_eq!(s.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // Cannot fail for a permit we hold: it is recorded, or (untracked) the value is
+        // below the bound by that very permit.
+        let _ = self.sem.release();
+    }
+}
+
+/// Words of a semaphore's data: a flags word, the journal of the change in progress, then
+/// the holder slots.
+const S_FLAGS: usize = 0;
+/// Pid of the process changing the state now (0: none); set last, cleared last.
+const S_PENDING: usize = 1;
+/// The value before that change.
+const S_OLD_VALUE: usize = 2;
+/// The holder slot that change touches (`u64::MAX`: none).
+const S_OLD_SLOT: usize = 3;
+/// That slot's count before the change.
+const S_OLD_COUNT: usize = 4;
+/// The first slot: `[pid, start time, permits held]`, free when the count is 0.
+const S_SLOTS: usize = 8;
+/// Holders recorded at once; more holders at once than this take untracked permits.
+const HOLDER_SLOTS: usize = 64;
+/// `S_FLAGS` bit: holders are tracked (not [`Semaphore::counting`]).
+const TRACKED: u64 = 1;
+/// How often a waiter looks for dead holders.
+const SEMAPHORE_CHECK: Duration = Duration::from_millis(100);
+
+/// This process's identity as a holder: (pid, start time in clock ticks since boot).
+fn holder_identity() -> (u64, u64) {
+    static CACHE: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
+    let pid = std::process::id() as u64;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    match *cache {
+        Some((p, start)) if p == pid => (p, start),
+        _ => {
+            let start = proc_stat(pid).map_or(0, |(_, start)| start);
+            *cache = Some((pid, start));
+            (pid, start)
+        }
+    }
+}
+
+/// The state letter and start time of process `pid`, from `/proc/<pid>/stat`.
+fn proc_stat(pid: u64) -> std::io::Result<(u8, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: the fields after it
+    // start after the last ')'. Field 3 is the state, field 22 the start time.
+    let rest = text
+        .rfind(')')
+        .map(|i| &text[i + 1..])
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields
+        .next()
+        .and_then(|s| s.bytes().next())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let start = fields
+        .nth(18)
+        .and_then(|s| s.parse().ok())
+        .ok_or(std::io::ErrorKind::InvalidData)?;
+    Ok((state, start))
+}
+
+/// Whether the holder recorded as (`pid`, `start`) is gone: no such process, a zombie, or
+/// another process that reuses its pid.
+fn holder_is_dead(pid: u64, start: u64) -> bool {
+    match proc_stat(pid) {
+        Ok((state, now_start)) => state == b'Z' || state == b'X' || now_start != start,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        // /proc hidden from us (hidepid): fall back on the pid alone.
+        Err(_) => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                == Err(Errno::ESRCH)
+        }
+    }
+}
+
 impl Semaphore {
-    /// A semaphore with `value` permits.
+    /// A semaphore with `value` permits, whose holders are tracked (see the type's docs).
     ///
     /// ```
     /// let s = procvisor::Semaphore::new(2)?;
-    /// assert!(s.try_acquire());
-    /// assert!(s.try_acquire());
-    /// assert!(!s.try_acquire());
+    /// assert!(s.try_acquire().unwrap());
+    /// assert!(s.try_acquire().unwrap());
+    /// assert!(!s.try_acquire().unwrap());
     /// s.release()?;
     /// assert_eq!(s.value(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(value: u32) -> Result<Semaphore, SyncError> {
-        let shared = Shared::create(0)?;
-        shared.header().flag.store(value, Ordering::SeqCst);
-        Ok(Semaphore {
-            shared,
-            bound: None,
-        })
+        Self::create(value, None, true)
     }
 
     /// A semaphore whose `release` may not raise it above `value` (Python's
-    /// `BoundedSemaphore`).
+    /// `BoundedSemaphore`), with tracked holders.
     ///
     /// ```
     /// let s = procvisor::Semaphore::bounded(1)?;
@@ -458,76 +581,248 @@ impl Semaphore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn bounded(value: u32) -> Result<Semaphore, SyncError> {
-        let mut s = Self::new(value)?;
-        s.bound = Some(value);
-        Ok(s)
+        Self::create(value, Some(value), true)
+    }
+
+    /// A semaphore that counts events and tracks no holders: a permit taken is taken for
+    /// good, even when its taker ends (CPython's semaphore). For producers that `release`
+    /// and consumers that `acquire` without giving back.
+    ///
+    /// ```
+    /// let items = procvisor::Semaphore::counting(0)?;
+    /// items.release()?; // a producer posts an item
+    /// assert!(items.acquire(None).unwrap()); // a consumer takes it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn counting(value: u32) -> Result<Semaphore, SyncError> {
+        Self::create(value, None, false)
+    }
+
+    fn create(value: u32, bound: Option<u32>, tracked: bool) -> Result<Semaphore, SyncError> {
+        let shared = Shared::create((S_SLOTS + 3 * HOLDER_SLOTS) * size_of::<u64>())?;
+        {
+            let (g, _) = shared.header().mutex.lock().map_err(SyncError)?;
+            let flags = if tracked { TRACKED } else { 0 };
+            shared.region.write_pod(&g, DATA_OFFSET, S_FLAGS, flags);
+        }
+        shared.header().flag.store(value, Ordering::SeqCst);
+        Ok(Semaphore { shared, bound })
     }
 
     /// The permits available now.
     pub fn value(&self) -> u32 {
-        self.shared.header().flag.load(Ordering::SeqCst)
+        self.word().load(Ordering::SeqCst)
     }
 
-    /// Takes a permit if one is available now.
-    pub fn try_acquire(&self) -> bool {
-        let word = &self.shared.header().flag;
-        let mut v = word.load(Ordering::SeqCst);
-        while v > 0 {
-            match word.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return true,
-                Err(now) => v = now,
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        &self.shared.header().flag
+    }
+
+    fn get(&self, g: &Locked<'_>, i: usize) -> u64 {
+        self.shared.region.read_pod(g, DATA_OFFSET, i)
+    }
+
+    fn set(&self, g: &Locked<'_>, i: usize, v: u64) {
+        self.shared.region.write_pod(g, DATA_OFFSET, i, v)
+    }
+
+    fn tracked(&self, g: &Locked<'_>) -> bool {
+        self.get(g, S_FLAGS) & TRACKED != 0
+    }
+
+    /// Takes the semaphore's mutex; when its holder died mid-change, rolls that change
+    /// back and returns the dead process's permits. Returns whether permits came back.
+    fn lock(&self) -> Result<(Locked<'_>, bool), Errno> {
+        let (g, owner_died) = self.shared.header().mutex.lock()?;
+        if !owner_died {
+            return Ok((g, false));
+        }
+        if self.get(&g, S_PENDING) != 0 {
+            // The journal is complete once S_PENDING is set: undo the half-made change.
+            self.word()
+                .store(self.get(&g, S_OLD_VALUE) as u32, Ordering::SeqCst);
+            let slot = self.get(&g, S_OLD_SLOT);
+            if (slot as usize) < HOLDER_SLOTS {
+                let count = self.get(&g, S_OLD_COUNT);
+                self.set(&g, S_SLOTS + 3 * slot as usize + 2, count);
+            }
+            self.set(&g, S_PENDING, 0);
+        }
+        let reclaimed = self.sweep(&g);
+        Ok((g, reclaimed))
+    }
+
+    /// Gives back the permits of dead holders; returns whether there were any.
+    fn sweep(&self, g: &Locked<'_>) -> bool {
+        if !self.tracked(g) {
+            return false;
+        }
+        let (me, _) = holder_identity();
+        let mut back = 0u64;
+        for i in 0..HOLDER_SLOTS {
+            let base = S_SLOTS + 3 * i;
+            let count = self.get(g, base + 2);
+            let pid = self.get(g, base);
+            if count == 0 || pid == me || !holder_is_dead(pid, self.get(g, base + 1)) {
+                continue;
+            }
+            back += count;
+            self.set(g, base + 2, 0);
+        }
+        if back == 0 {
+            return false;
+        }
+        let mut value = self.value() as u64 + back;
+        if let Some(b) = self.bound {
+            value = value.min(b as u64);
+        }
+        self.word()
+            .store(value.min(u32::MAX as u64) as u32, Ordering::SeqCst);
+        futex_wake(self.word(), i32::MAX);
+        true
+    }
+
+    /// This process's slot: the one it holds permits in, else a free one.
+    fn my_slot(&self, g: &Locked<'_>, want_free: bool) -> Option<usize> {
+        let (me, start) = holder_identity();
+        let mut free = None;
+        for i in 0..HOLDER_SLOTS {
+            let base = S_SLOTS + 3 * i;
+            let count = self.get(g, base + 2);
+            if count > 0 && self.get(g, base) == me && self.get(g, base + 1) == start {
+                return Some(i);
+            }
+            if count == 0 && free.is_none() {
+                free = Some(i);
             }
         }
-        false
+        if want_free { free } else { None }
     }
 
-    /// Takes a permit, waiting at most `timeout` (`None`: for ever); returns whether it got
-    /// one.
+    /// Changes the value to `value` and slot `slot`'s count by `delta`, journaled so that
+    /// a process killed half-way is rolled back by the next locker.
+    fn change(&self, g: &Locked<'_>, value: u32, slot: Option<usize>, delta: i64) {
+        let (me, start) = holder_identity();
+        let old_count = slot.map_or(0, |s| self.get(g, S_SLOTS + 3 * s + 2));
+        self.set(g, S_OLD_VALUE, self.value() as u64);
+        self.set(g, S_OLD_SLOT, slot.map_or(u64::MAX, |s| s as u64));
+        self.set(g, S_OLD_COUNT, old_count);
+        self.set(g, S_PENDING, me);
+        self.word().store(value, Ordering::SeqCst);
+        if let Some(s) = slot {
+            let base = S_SLOTS + 3 * s;
+            self.set(g, base, me);
+            self.set(g, base + 1, start);
+            self.set(g, base + 2, old_count.saturating_add_signed(delta));
+        }
+        self.set(g, S_PENDING, 0);
+    }
+
+    /// Takes a permit if one is available now (after giving back the permits of dead
+    /// holders); `Err(OwnerDied(()))` when the permit taken came from a dead holder.
+    pub fn try_acquire(&self) -> Result<bool, AcquireError<()>> {
+        self.acquire(Some(Duration::ZERO))
+    }
+
+    /// Takes a permit, waiting at most `timeout` (`None`: for ever); `Ok(true)` when it got
+    /// one, `Ok(false)` when the timeout passed, and `Err(OwnerDied(()))` when it got one
+    /// that a dead holder had left (see the type's docs).
     ///
     /// ```
     /// use std::time::Duration;
     /// let s = procvisor::Semaphore::new(0)?;
-    /// assert!(!s.acquire(Some(Duration::from_millis(10))));
+    /// assert!(!s.acquire(Some(Duration::from_millis(10))).unwrap());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> bool {
-        let word = &self.shared.header().flag;
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool, AcquireError<()>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut came_back = false;
         loop {
-            if self.try_acquire() {
-                return true;
-            }
-            let left = match deadline {
-                None => None,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    Some(left)
+            let tracked;
+            {
+                let (g, died) = self.lock().map_err(AcquireError::Os)?;
+                came_back |= died;
+                tracked = self.tracked(&g);
+                if self.value() == 0 {
+                    came_back |= self.sweep(&g);
                 }
+                let v = self.value();
+                if v > 0 {
+                    let slot = if tracked {
+                        self.my_slot(&g, true)
+                    } else {
+                        None
+                    };
+                    self.change(&g, v - 1, slot, 1);
+                    return if came_back {
+                        Err(AcquireError::OwnerDied(()))
+                    } else {
+                        Ok(true)
+                    };
+                }
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            // Tracked: wake up now and then to look for dead holders, whose death wakes
+            // nobody.
+            let slice = match (left, tracked) {
+                (Some(l), true) => Some(l.min(SEMAPHORE_CHECK)),
+                (None, true) => Some(SEMAPHORE_CHECK),
+                (l, false) => l,
             };
-            futex_wait(word, 0, left);
+            futex_wait(self.word(), 0, slice);
         }
     }
 
-    /// Gives a permit back and wakes a waiter; for a bounded semaphore, an error when that
-    /// would exceed its initial value.
+    /// As [`acquire`](Semaphore::acquire), with a guard that releases the permit when
+    /// dropped; `Ok(None)` when the timeout passed.
+    ///
+    /// ```
+    /// let s = procvisor::Semaphore::bounded(1)?;
+    /// {
+    ///     let _permit = s.permit(None).unwrap().unwrap();
+    ///     assert_eq!(s.value(), 0);
+    /// }
+    /// assert_eq!(s.value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::type_complexity)] // reason: the shape of Lock::acquire_timeout's result
+    pub fn permit(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<SemaphoreGuard<'_>>, AcquireError<SemaphoreGuard<'_>>> {
+        match self.acquire(timeout) {
+            Ok(true) => Ok(Some(SemaphoreGuard { sem: self })),
+            Ok(false) => Ok(None),
+            Err(AcquireError::OwnerDied(())) => {
+                Err(AcquireError::OwnerDied(SemaphoreGuard { sem: self }))
+            }
+            Err(AcquireError::Os(e)) => Err(AcquireError::Os(e)),
+        }
+    }
+
+    /// Gives a permit back and wakes the waiters: one this process holds, if it holds any,
+    /// else a new one (Python lets any process release); for a bounded semaphore, an error
+    /// when that would exceed its initial value.
     pub fn release(&self) -> Result<(), OverReleaseError> {
-        let word = &self.shared.header().flag;
-        let mut v = word.load(Ordering::SeqCst);
-        loop {
+        {
+            let (g, _) = self.lock().map_err(|_| OverReleaseError)?;
+            let v = self.value();
             if self.bound.is_some_and(|b| v >= b) || v == u32::MAX {
                 return Err(OverReleaseError);
             }
-            match word.compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => break,
-                Err(now) => v = now,
-            }
+            let slot = if self.tracked(&g) {
+                self.my_slot(&g, false)
+            } else {
+                None
+            };
+            self.change(&g, v + 1, slot, -1);
         }
         // Every waiter, not one: a single woken waiter killed before it takes the permit
         // would leave the others asleep beside a free permit.
-        futex_wake(word, i32::MAX);
+        futex_wake(self.word(), i32::MAX);
         Ok(())
     }
 }

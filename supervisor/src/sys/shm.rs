@@ -523,4 +523,56 @@ impl Region {
             )
         }
     }
+
+    /// The whole region as bytes that any process may read and write at any time.
+    pub(crate) fn bytes(&self) -> &[std::sync::atomic::AtomicU8] {
+        // SAFETY: 1. the mapping is `len` bytes, readable and writable, and lives as long as
+        // `self` (the slice borrows `self`); 2. `AtomicU8` has the size and alignment of
+        // `u8`, and every byte value is a valid `AtomicU8`; 3. atomics make concurrent
+        // access from threads (and other processes, which see the same pages) sound.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().cast::<std::sync::atomic::AtomicU8>(),
+                self.len,
+            )
+        }
+    }
+}
+
+/// Receives one message of at most `buf.len()` bytes on a Unix stream socket, with at most
+/// one descriptor attached (`SCM_RIGHTS`); extra descriptors are closed.
+pub(crate) fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raws) = cmsg {
+            for raw in raws {
+                // SAFETY: the kernel just installed `raw` in our table for this message
+                // (SCM_RIGHTS); nobody else knows of it, so we are its only owner.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if fd.is_none() {
+                    fd = Some(owned);
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
+}
+
+/// This process's effective user id.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid takes nothing, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
 }
