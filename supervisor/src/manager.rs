@@ -61,7 +61,7 @@
 //!
 //! A proxy's process keeps one authenticated [`Connection`] per thread to the manager (the
 //! [`Listener`]/[`client`] handshake, HMAC-SHA256 over the authkey) and sends one
-//! [`Request`](self) per call, msgpack-encoded, answered by one response. Keys and values
+//! request per call, msgpack-encoded, answered by one response. Keys and values
 //! travel as their msgpack bytes: the server never decodes them, so two keys are the same
 //! key when their encodings are equal (`1u8` and `1i64` are; `1` and `1.0` are not).
 //!
