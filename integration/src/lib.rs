@@ -83,3 +83,34 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// Starts a child test program (`orphan_parent`, `tree_parent`) that prints the pids it
+/// started on its first line, `PIDS a b c`, and returns it with those pids.
+///
+/// # Panics
+///
+/// When the program cannot start or its first line is not a `PIDS` line.
+///
+/// ```no_run
+/// let (mut parent, pids) = procvisor_integration::spawn_reporting_pids("/path/to/orphan_parent");
+/// assert!(!pids.is_empty());
+/// parent.kill().unwrap();
+/// ```
+pub fn spawn_reporting_pids(program: &str) -> (std::process::Child, Vec<i32>) {
+    use std::io::{BufRead, BufReader};
+    let mut parent = std::process::Command::new(program)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let mut line = String::new();
+    BufReader::new(parent.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("the first line");
+    let pids = line
+        .strip_prefix("PIDS ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    (parent, pids)
+}

@@ -1,5 +1,4 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use procvisor::{Process, StartMethod};
@@ -38,20 +37,8 @@ fn descendants(pid: i32) -> Vec<i32> {
 
 #[test]
 fn sigkill_of_the_parent_leaves_no_child_alive_after_one_second() {
-    let mut parent = Command::new(env!("CARGO_BIN_EXE_orphan_parent"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(parent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pids: Vec<i32> = line
-        .strip_prefix("PIDS ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let (mut parent, pids) =
+        procvisor_integration::spawn_reporting_pids(env!("CARGO_BIN_EXE_orphan_parent"));
     assert_eq!(pids.len(), 3);
     // The forkserver and every worker, whatever their depth.
     let all = descendants(parent.id() as i32);

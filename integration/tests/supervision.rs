@@ -668,22 +668,9 @@ fn stop_order_is_reverse_start_order() {
 
 #[test]
 fn sigkill_of_the_supervising_process_leaves_no_child_alive_after_one_second() {
-    use std::io::{BufRead, BufReader};
-    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_tree_parent"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(parent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pids: Vec<i32> = line
-        .strip_prefix("PIDS ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 3, "{line}");
+    let (mut parent, pids) =
+        procvisor_integration::spawn_reporting_pids(env!("CARGO_BIN_EXE_tree_parent"));
+    assert_eq!(pids.len(), 3, "{pids:?}");
     for &pid in &pids {
         assert!(alive(pid), "{pid} is not running");
     }
