@@ -405,17 +405,16 @@ impl Shared {
         let off = (pos & (self.capacity - 1)) as usize;
         let first = bytes.len().min(self.capacity as usize - off);
         self.region
-            .ring_copy_in(locked, DATA_OFFSET + off, &bytes[..first]);
-        self.region
-            .ring_copy_in(locked, DATA_OFFSET, &bytes[first..]);
+            .copy_in(locked, DATA_OFFSET + off, &bytes[..first]);
+        self.region.copy_in(locked, DATA_OFFSET, &bytes[first..]);
     }
 
     fn ring_read(&self, locked: &Locked<'_>, pos: u32, out: &mut [u8]) {
         let off = (pos & (self.capacity - 1)) as usize;
         let first = out.len().min(self.capacity as usize - off);
         let (a, b) = out.split_at_mut(first);
-        self.region.ring_copy_out(locked, DATA_OFFSET + off, a);
-        self.region.ring_copy_out(locked, DATA_OFFSET, b);
+        self.region.copy_out(locked, DATA_OFFSET + off, a);
+        self.region.copy_out(locked, DATA_OFFSET, b);
     }
 
     /// Whether a record of `record` bytes fits after `tail` (with `puts` items put), given

@@ -92,8 +92,11 @@ impl Region {
         unsafe { &*self.ptr.as_ptr().cast::<H>() }
     }
 
-    /// Copies `src` into the region at `offset`. The guard proves the caller holds the
-    /// region's mutex, which serializes every plain (non-atomic) access to the data area.
+    /// Copies `src` into the region at `offset`. The guard proves the caller holds a lock
+    /// of the region: the data mutex, or for the queue's ring the lock of the side that owns
+    /// the range (ranges are handed between sides by atomic words). Another process may
+    /// still touch the same bytes (a buggy or hostile one can map the memfd and write
+    /// anywhere), so callers treat what they read back as untrusted bytes and validate it.
     ///
     /// # Panics
     ///
@@ -101,15 +104,17 @@ impl Region {
     pub(crate) fn copy_in(&self, _locked: &Locked<'_>, offset: usize, src: &[u8]) {
         let end = offset.checked_add(src.len()).expect("no overflow");
         assert!(end <= self.len, "copy outside the region");
-        // SAFETY: the range is inside the mapping (checked); the mutex is held (the guard),
-        // so no other thread or process reads or writes the data area meanwhile; `src` is
-        // ordinary memory of ours, not inside the mapping.
+        // SAFETY: 1. the range is inside the mapping (checked), which lives as long as
+        // `self`; 2. `src` is ordinary memory of ours, not inside the mapping, so the two do
+        // not overlap; 3. the bytes are plain `u8`, valid whatever another process writes at
+        // the same time, and no Rust reference into the mapping is made, so a concurrent
+        // writer elsewhere can garble the bytes but not this process's memory safety.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
         }
     }
 
-    /// Copies from the region at `offset` into `dst`, under the mutex (see `copy_in`).
+    /// Copies from the region at `offset` into `dst`, under a lock (see `copy_in`).
     ///
     /// # Panics
     ///
@@ -117,7 +122,8 @@ impl Region {
     pub(crate) fn copy_out(&self, _locked: &Locked<'_>, offset: usize, dst: &mut [u8]) {
         let end = offset.checked_add(dst.len()).expect("no overflow");
         assert!(end <= self.len, "copy outside the region");
-        // SAFETY: as in `copy_in`, reading instead of writing.
+        // SAFETY: as in `copy_in`, reading instead of writing: the range is inside the
+        // mapping, `dst` is ours and outside it, and any bit pattern is a valid `u8`.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ptr.as_ptr().add(offset),
@@ -483,47 +489,6 @@ impl Locked<'_> {
 }
 
 impl Region {
-    /// Copies `src` into the region at `offset`, for a ring whose byte ranges are handed
-    /// between processes by atomic words rather than by one lock (the queue's ring): the
-    /// caller holds the lock of the side that owns the range. Another process may still
-    /// touch the same bytes (a buggy or hostile one can map the memfd and write anywhere),
-    /// so callers treat what they read back as untrusted bytes and validate it.
-    ///
-    /// # Panics
-    ///
-    /// When the range is outside the region.
-    pub(crate) fn ring_copy_in(&self, _side: &Locked<'_>, offset: usize, src: &[u8]) {
-        let end = offset.checked_add(src.len()).expect("no overflow");
-        assert!(end <= self.len, "copy outside the region");
-        // SAFETY: 1. the range is inside the mapping (checked), which lives as long as
-        // `self`; 2. `src` is ordinary memory of ours, not inside the mapping, so the two do
-        // not overlap; 3. the bytes are plain `u8`, valid whatever another process writes at
-        // the same time, and no Rust reference into the mapping is made, so a concurrent
-        // writer elsewhere can garble the bytes but not this process's memory safety.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
-        }
-    }
-
-    /// Copies from the region at `offset` into `dst` (see [`ring_copy_in`](Self::ring_copy_in)).
-    ///
-    /// # Panics
-    ///
-    /// When the range is outside the region.
-    pub(crate) fn ring_copy_out(&self, _side: &Locked<'_>, offset: usize, dst: &mut [u8]) {
-        let end = offset.checked_add(dst.len()).expect("no overflow");
-        assert!(end <= self.len, "copy outside the region");
-        // SAFETY: as in `ring_copy_in`, reading instead of writing: the range is inside the
-        // mapping, `dst` is ours and outside it, and any bit pattern is a valid `u8`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().add(offset),
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        }
-    }
-
     /// The whole region as bytes that any process may read and write at any time.
     pub(crate) fn bytes(&self) -> &[std::sync::atomic::AtomicU8] {
         // SAFETY: 1. the mapping is `len` bytes, readable and writable, and lives as long as
