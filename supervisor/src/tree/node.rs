@@ -296,7 +296,7 @@ impl Node {
                 ctx.notify(Ended {
                     slot: id,
                     generation,
-                    end: EndMsg(End::StartFailed),
+                    end: End::StartFailed,
                 });
             }
         }
@@ -393,7 +393,7 @@ impl Node {
         let name = slot.name.clone();
         let ending = match end {
             End::Process(status) => {
-                let oom_killed = !requested && status.signal() == Some(libc_sigkill()) && {
+                let oom_killed = !requested && status.signal() == Some(Signal::SIGKILL as i32) && {
                     let now = oom_kill_count();
                     let rose = matches!((self.oom_kills, now), (Some(a), Some(b)) if b > a);
                     self.oom_kills = now;
@@ -676,7 +676,7 @@ impl Node {
             link.addr.do_send(Ended {
                 slot: link.slot,
                 generation: link.generation,
-                end: EndMsg(End::Node(outcome.clone())),
+                end: End::Node(outcome.clone()),
             });
         } else {
             // The root: the tree is over, and so are its event streams.
@@ -736,10 +736,6 @@ impl Node {
     }
 }
 
-fn libc_sigkill() -> i32 {
-    Signal::SIGKILL as i32
-}
-
 fn nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -763,28 +759,20 @@ impl Actor for Node {
     }
 }
 
-struct EndMsg(End);
-
-impl std::fmt::Debug for EndMsg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 /// A child's run ended (from a nested supervisor, or a start that failed).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Ended {
     slot: SlotId,
     generation: u64,
-    end: EndMsg,
+    end: End,
 }
 
 impl Handler<Ended> for Node {
     type Result = ();
 
     fn handle(&mut self, msg: Ended, ctx: &mut Context<Self>) {
-        self.ended(msg.slot, msg.generation, msg.end.0, ctx);
+        self.ended(msg.slot, msg.generation, msg.end, ctx);
     }
 }
 
