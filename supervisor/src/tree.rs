@@ -34,6 +34,32 @@
 //!   ends whatever is left of its group is killed, as systemd's `KillMode=control-group`
 //!   does. [`set_child_subreaper`] (opt-in) also reaps what such a group leaves behind.
 //!   Stdout and stderr can go to size-rotated [`LogFile`]s.
+//! - **Stop and start** (OTP's `terminate_child` / `restart_child`):
+//!   [`Tree::stop_child`] stops a child with its shutdown and keeps its slot, spec and
+//!   place in the start order; it is [`RunState::Stopped`], which is no crash: it is not
+//!   restarted (not by a sibling's one_for_all or rest_for_one either), and it costs no
+//!   intensity. Its `Exited` event says `requested`. [`Tree::start_child`] starts it again
+//!   in its slot, [`Tree::restart_child`] does both. On a group's name they act on every
+//!   member. A stopped temporary child stays (stopped) until it is started or removed.
+//! - **Readiness** ([`Readiness`]): a child is [`RunState::Starting`] until it is ready,
+//!   then [`RunState::Running`] with an [`EventKind::Ready`]: at once (the default, and no
+//!   `Ready` event), when it sends `READY=1` to its `NOTIFY_SOCKET` (sd_notify), or when
+//!   a TCP connect to its address succeeds. Readiness is reported, not waited for: the
+//!   next child starts at once, and restarts and backoff count from the start. A
+//!   `NOTIFY_SOCKET` that this process inherited is never passed on to a command (only a
+//!   [`Readiness::Notify`] one gets one, its own); Rust targets inherit the environment
+//!   as [`Process`](crate::Process) does.
+//!
+//! # Paths
+//!
+//! A child is addressed by its path: the names of the nested supervisors from the root
+//! down, then its own, joined by `/` and without the root's name. In a tree `app` with a
+//! child `db` and a nested supervisor `web` that has a child `api`, the paths are `db`,
+//! `web` and `web/api`; replicas are `group.i` (`web/workers.0`), and the group's name
+//! (`web/workers`) addresses them all where a call accepts a group. Names cannot hold `/`,
+//! so a name is a path of one step. An unknown path is [`TreeError::NoSuchChild`] with
+//! the path as given. Events name the supervisor by its path *with* the root's name
+//! (`app/web`), so that the root's own events have a name.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -78,10 +104,14 @@ use crate::status::ExitStatus;
 mod launch;
 mod logs;
 mod node;
+mod ready;
 mod reaper;
 
 pub use logs::{LogFile, Output};
-pub use node::{AddChild, Children, Node, RemoveChild, Scale, ShutdownTree};
+pub use node::{
+    AddChild, Children, Node, RemoveChild, RestartChild, Scale, ShutdownTree, StartChild,
+    StopChild, Walk,
+};
 pub use reaper::{orphans_reaped, set_child_subreaper};
 
 /// How a child is stopped.
@@ -246,6 +276,31 @@ impl fmt::Debug for Target {
     }
 }
 
+/// When a started child counts as running (see [`ChildSpec::ready`]).
+///
+/// ```
+/// use procvisor::tree::Readiness;
+/// assert_eq!(Readiness::default(), Readiness::Started);
+/// let tcp = Readiness::Tcp("127.0.0.1:5432".parse().unwrap());
+/// # let _ = tcp;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// Running as soon as it has started. The default; no [`EventKind::Ready`] is emitted.
+    #[default]
+    Started,
+    /// Running once it says so, as systemd's `Type=notify`: the command gets
+    /// `NOTIFY_SOCKET` naming a datagram socket of the supervisor (`@procvisor-…`, in the
+    /// abstract namespace, as `sd_notify(3)` accepts), and is ready when a datagram there
+    /// holds the line `READY=1`. Other lines (`STATUS=…`, `STOPPING=1`) are ignored.
+    /// Datagrams are taken from the child itself or from a process of its process group
+    /// only (checked with `SCM_CREDENTIALS`). Commands only.
+    Notify,
+    /// Running once a TCP connection to this address succeeds; tried every 100 ms while
+    /// the child runs.
+    Tcp(std::net::SocketAddr),
+}
+
 /// One child of a supervisor: what it runs, whether it comes back, how it stops.
 ///
 /// ```
@@ -266,6 +321,7 @@ pub struct ChildSpec {
     pub(crate) backoff: Backoff,
     pub(crate) method: Option<StartMethod>,
     pub(crate) replicas: Option<usize>,
+    pub(crate) ready: Readiness,
 }
 
 impl ChildSpec {
@@ -278,6 +334,7 @@ impl ChildSpec {
             backoff: Backoff::default(),
             method: None,
             replicas: None,
+            ready: Readiness::Started,
         }
     }
 
@@ -453,6 +510,24 @@ impl ChildSpec {
         self
     }
 
+    /// Sets when the child counts as running ([`Readiness::Started`] unless set). Until
+    /// then it is [`RunState::Starting`]; when it becomes ready, [`EventKind::Ready`] is
+    /// emitted. [`Readiness::Notify`] is for commands only: on a Rust target or a nested
+    /// supervisor, [`Spec::start`] and [`Tree::add_child`] fail with
+    /// [`TreeError::NotifyUnsupported`].
+    ///
+    /// ```
+    /// use procvisor::tree::{ChildSpec, Command, Readiness};
+    /// let web = ChildSpec::command("web", Command::new("my-server"))
+    ///     .ready(Readiness::Tcp("127.0.0.1:8080".parse().unwrap()));
+    /// let db = ChildSpec::command("db", Command::new("postgres")).ready(Readiness::Notify);
+    /// # let _ = (web, db);
+    /// ```
+    pub fn ready(mut self, ready: Readiness) -> Self {
+        self.ready = ready;
+        self
+    }
+
     /// The child's name.
     ///
     /// ```
@@ -468,6 +543,9 @@ impl ChildSpec {
             return Err(TreeError::DuplicateName(self.name.clone()));
         }
         self.backoff.validate().map_err(TreeError::Policy)?;
+        if self.ready == Readiness::Notify && !matches!(self.target, Target::Command(_)) {
+            return Err(TreeError::NotifyUnsupported(self.name.clone()));
+        }
         match &self.target {
             Target::Command(c) if c.program.is_empty() => {
                 Err(TreeError::EmptyCommand(self.name.clone()))
@@ -639,9 +717,7 @@ impl Spec {
         let outcome = Arc::new(Latch::new());
         let rt = crate::runtime::get();
         let latch = outcome.clone();
-        let addr = actix::Actor::start_in_arbiter(&rt.arbiter, move |_| {
-            Node::new(self, String::new(), None, Some(latch))
-        });
+        let addr = actix::Actor::start_in_arbiter(&rt.arbiter, move |_| Node::root(self, latch));
         Ok(Tree { addr, bus, outcome })
     }
 }
@@ -658,10 +734,12 @@ pub enum TreeError {
     EmptyCommand(String),
     /// An invalid intensity or backoff.
     Policy(PolicyError),
-    /// No child of that name.
+    /// No child, supervisor or group at that path.
     NoSuchChild(String),
     /// `scale` on a child that is not a group.
     NotAGroup(String),
+    /// [`Readiness::Notify`] on a child that is not a command.
+    NotifyUnsupported(String),
     /// The tree has ended (it was stopped, or it gave up).
     Ended,
     /// A blocking call made on procvisor's runtime thread, which it would deadlock; use the
@@ -679,8 +757,12 @@ impl fmt::Display for TreeError {
             ),
             TreeError::EmptyCommand(n) => write!(f, "child {n:?} has an empty command"),
             TreeError::Policy(e) => write!(f, "{e}"),
-            TreeError::NoSuchChild(n) => write!(f, "no child named {n:?}"),
+            TreeError::NoSuchChild(n) => write!(f, "no child at {n:?}"),
             TreeError::NotAGroup(n) => write!(f, "child {n:?} is not a group of replicas"),
+            TreeError::NotifyUnsupported(n) => write!(
+                f,
+                "child {n:?} is not a command: readiness by notification is for commands"
+            ),
             TreeError::Ended => f.write_str("the supervisor has ended"),
             TreeError::OnRuntimeThread => {
                 f.write_str("blocking tree call on procvisor's runtime thread")
@@ -758,6 +840,12 @@ pub enum EventKind {
         /// Its pid.
         pid: i32,
     },
+    /// The child became ready (see [`Readiness`]; never emitted for
+    /// [`Readiness::Started`], whose `Started` says it all).
+    Ready {
+        /// Its pid.
+        pid: i32,
+    },
     /// The child could not be started (a missing program, a failed exec, no fork): a failed
     /// start, handled like a crash that came at once.
     StartFailed {
@@ -827,6 +915,7 @@ impl fmt::Display for Event {
         }
         match &self.kind {
             EventKind::Started { pid } => write!(f, " started (pid {pid})"),
+            EventKind::Ready { pid } => write!(f, " ready (pid {pid})"),
             EventKind::StartFailed { errno, message } => match errno {
                 Some(e) => write!(f, " failed to start: {message} (errno {e})"),
                 None => write!(f, " failed to start: {message}"),
@@ -1112,7 +1201,8 @@ where
 
 impl Tree {
     /// The root supervisor's actor, for actix applications: send it [`Children`],
-    /// [`AddChild`], [`RemoveChild`], [`Scale`] or [`ShutdownTree`].
+    /// [`Walk`], [`AddChild`], [`RemoveChild`], [`Scale`], [`StopChild`], [`StartChild`],
+    /// [`RestartChild`] or [`ShutdownTree`].
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
@@ -1164,7 +1254,23 @@ impl Tree {
         call(&self.addr, Children)
     }
 
-    /// Adds a child at the end and starts it.
+    /// Every child of every supervisor of the tree, depth first in start order: a nested
+    /// supervisor's own entry (with [`ChildState::supervisor`] set) comes before its
+    /// children. Each entry carries its [path](self#paths).
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
+    /// for c in tree.walk()? {
+    ///     println!("{:<20} {:?} {:?}", c.path, c.state, c.pid);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn walk(&self) -> Result<Vec<ChildState>, TreeError> {
+        call(&self.addr, Walk)
+    }
+
+    /// Adds a child at the end of the root and starts it.
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
@@ -1174,33 +1280,91 @@ impl Tree {
     /// # Ok(()) }
     /// ```
     pub fn add_child(&self, spec: ChildSpec) -> Result<(), TreeError> {
-        call(&self.addr, AddChild(spec))?
+        self.add_child_at("", spec)
     }
 
-    /// Stops a child (its shutdown, as configured) and removes it; returns once it has
-    /// stopped.
+    /// Adds a child at the end of the supervisor at `supervisor_path` (`""`: the root,
+    /// `"web"`: the root's nested supervisor `web`) and starts it.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
+    /// use procvisor::tree::{ChildSpec, Command};
+    /// tree.add_child_at("web", ChildSpec::command("api2", Command::new("sleep").arg("60")))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_child_at(&self, supervisor_path: &str, spec: ChildSpec) -> Result<(), TreeError> {
+        call(&self.addr, AddChild::at(supervisor_path, spec))?
+    }
+
+    /// Stops the child at `path` (its shutdown, as configured) and removes it; returns
+    /// once it has stopped.
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// tree.remove_child("extra")?;
+    /// tree.remove_child("web/api2")?;
     /// # Ok(()) }
     /// ```
-    pub fn remove_child(&self, name: &str) -> Result<(), TreeError> {
-        call(&self.addr, RemoveChild(name.to_owned()))?
+    pub fn remove_child(&self, path: &str) -> Result<(), TreeError> {
+        call(&self.addr, RemoveChild(path.to_owned()))?
     }
 
-    /// Grows or shrinks a group made with [`ChildSpec::replicas`] to `n` children; returns
-    /// once the removed ones have stopped.
+    /// Grows or shrinks the group at `path`, made with [`ChildSpec::replicas`], to `n`
+    /// children; returns once the removed ones have stopped.
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
     /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
     /// tree.scale("workers", 8)?;
+    /// tree.scale("web/handlers", 2)?;
     /// # Ok(()) }
     /// ```
-    pub fn scale(&self, group: &str, n: usize) -> Result<(), TreeError> {
-        call(&self.addr, Scale(group.to_owned(), n))?
+    pub fn scale(&self, path: &str, n: usize) -> Result<(), TreeError> {
+        call(&self.addr, Scale(path.to_owned(), n))?
+    }
+
+    /// Stops the child at `path` (or every member of the group at `path`) with its
+    /// shutdown, and keeps its slot: it is [`RunState::Stopped`] until
+    /// [`start_child`](Tree::start_child). Not a crash: no restart, no intensity charge.
+    /// Returns once it has stopped; a stopped child is left as it is.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
+    /// tree.stop_child("web/api")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn stop_child(&self, path: &str) -> Result<(), TreeError> {
+        call(&self.addr, StopChild(path.to_owned()))?
+    }
+
+    /// Starts the stopped (or ended) child at `path`, or every member of the group at
+    /// `path`, again in its slot; returns once it was launched (`Started` or `StartFailed`
+    /// was emitted). A running child is left as it is.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
+    /// tree.start_child("web/api")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_child(&self, path: &str) -> Result<(), TreeError> {
+        call(&self.addr, StartChild(path.to_owned()))?
+    }
+
+    /// [`stop_child`](Tree::stop_child) then [`start_child`](Tree::start_child): a running
+    /// child gets a new process, a stopped one is started.
+    ///
+    /// ```no_run
+    /// # #[allow(dead_code)]
+    /// # fn demo(tree: &procvisor::tree::Tree) -> Result<(), procvisor::tree::TreeError> {
+    /// tree.restart_child("workers")?; // every replica workers.0, workers.1, …
+    /// # Ok(()) }
+    /// ```
+    pub fn restart_child(&self, path: &str) -> Result<(), TreeError> {
+        call(&self.addr, RestartChild(path.to_owned()))?
     }
 
     /// How the tree ended, waiting at most `timeout` (`None`: forever); `None` if it is
@@ -1256,6 +1420,10 @@ impl Drop for Tree {
 pub struct ChildState {
     /// Its name.
     pub name: String,
+    /// Its [path](self#paths) from the root: `api`, `web/api`.
+    pub path: String,
+    /// Whether it is a nested supervisor.
+    pub supervisor: bool,
     /// Its pid while running (0 for a running nested supervisor).
     pub pid: Option<i32>,
     /// What it is doing.
@@ -1264,14 +1432,34 @@ pub struct ChildState {
     pub restarts: u32,
     /// How it last ended.
     pub last_exit: Option<Exit>,
-    /// For how long it has been running.
+    /// For how long it has been running (or starting).
     pub uptime: Option<Duration>,
 }
 
 /// What a supervised child is doing.
+///
+/// ```text
+///            start ┌──────────┐ ready  ┌─────────┐
+///      ┌──────────►│ Starting ├───────►│ Running │
+///      │           └────┬─────┘        └────┬────┘
+///      │                │ stop (any cause)  │
+///      │                ▼                   │
+///      │           ┌──────────┐◄────────────┘
+///      │           │ Stopping │
+///      │           └────┬─────┘
+///      │     ┌──────────┼─────────────┐
+///      │     ▼          ▼             ▼
+///  ┌───┴──────────┐ ┌───────┐  ┌──────────┐
+///  │  Restarting  │ │ Ended │  │ Stopped  │ (stop_child; start_child starts it)
+///  └──────────────┘ └───────┘  └──────────┘
+/// ```
+///
+/// A child with [`Readiness::Started`] goes straight to `Running`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
-    /// Running.
+    /// Started, not yet ready (see [`Readiness`]).
+    Starting,
+    /// Running (and ready).
     Running,
     /// Asked to stop, not yet gone.
     Stopping,
@@ -1279,4 +1467,6 @@ pub enum RunState {
     Restarting,
     /// Not running and not coming back (a transient child that ended normally).
     Ended,
+    /// Stopped by [`Tree::stop_child`]: not running until [`Tree::start_child`].
+    Stopped,
 }

@@ -1,6 +1,7 @@
 //! Starting one supervised child, and signalling it: a Rust target through `Process`, an
 //! external command through `std::process::Command` in a process group of its own.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::sync::Arc;
@@ -53,6 +54,27 @@ impl From<io::Error> for LaunchError {
     }
 }
 
+/// The `std` command for `spec`, in a process group of its own, stdin from `/dev/null`.
+///
+/// The environment is ours, less any `NOTIFY_SOCKET` we inherited (it names our own
+/// supervisor's socket: a child that wrote to it would speak for us), plus the spec's
+/// variables, plus `notify` as `NOTIFY_SOCKET` when the child has a socket of its own.
+fn os_command(spec: &Command, notify: Option<&OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_remove(super::ready::NOTIFY_SOCKET)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .process_group(0);
+    if let Some(socket) = notify {
+        cmd.env(super::ready::NOTIFY_SOCKET, socket);
+    }
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
 impl Running {
     /// Starts a `Process` and keeps its child and Worker actor.
     pub(crate) fn process<R>(mut p: crate::Process<R>) -> Result<Running, crate::Error>
@@ -67,21 +89,16 @@ impl Running {
 
     /// Starts an external command: its own process group, death with this process (the
     /// calling thread must live as long as the process: the runtime thread does), its
-    /// output where the spec says. A failed exec comes back with its errno.
+    /// output where the spec says, `NOTIFY_SOCKET` set to `notify` (and removed
+    /// otherwise). A failed exec comes back with its errno.
     pub(crate) fn command(
         name: &str,
         spec: &Command,
+        notify: Option<&OsStr>,
         log_failed: impl Fn(io::Error) + Clone + 'static,
     ) -> Result<Running, LaunchError> {
         let streams = Streams::open(&spec.stdout, &spec.stderr)?;
-        let mut cmd = std::process::Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .process_group(0);
-        if let Some(dir) = &spec.cwd {
-            cmd.current_dir(dir);
-        }
+        let mut cmd = os_command(spec, notify);
         let (stdout, stderr, pumps) = streams.split();
         cmd.stdout(stdout).stderr(stderr);
         crate::sys::die_with_spawner(&mut cmd, nix::unistd::getpid());
@@ -131,5 +148,31 @@ impl Running {
             }
             let _ = child.signal(signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the command's environment says about `NOTIFY_SOCKET`: `Some(None)` removed.
+    fn notify_env(cmd: &std::process::Command) -> Option<Option<&OsStr>> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == OsStr::new("NOTIFY_SOCKET"))
+            .map(|(_, v)| v)
+    }
+
+    #[test]
+    fn an_inherited_notify_socket_is_removed_and_a_childs_own_is_set() {
+        let plain = os_command(&Command::new("true"), None);
+        assert_eq!(notify_env(&plain), Some(None));
+        let own = os_command(&Command::new("true"), Some(OsStr::new("@procvisor-1-0")));
+        assert_eq!(notify_env(&own), Some(Some(OsStr::new("@procvisor-1-0"))));
+        let other = os_command(&Command::new("true").env("MODE", "x"), None);
+        assert!(
+            other
+                .get_envs()
+                .any(|(k, v)| k == "MODE" && v == Some(OsStr::new("x")))
+        );
     }
 }

@@ -25,9 +25,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::oneshot;
 
 use super::launch::{LaunchError, Running};
+use super::ready::{self, NotifySocket};
 use super::{
-    Bus, ChildSpec, ChildState, Event, EventKind, Exit, Latch, Outcome, RunState, Shutdown, Spec,
-    Target, TreeError,
+    Bus, ChildSpec, ChildState, Event, EventKind, Exit, Latch, Outcome, Readiness, RunState,
+    Shutdown, Spec, Target, TreeError,
 };
 use crate::restart::{BackoffState, Ending, IntensityWindow, RestartType, Strategy};
 use crate::status::ExitStatus;
@@ -79,6 +80,14 @@ struct Slot {
     last_exit: Option<Exit>,
     /// Callers waiting for this slot's removal.
     removing: Option<Vec<oneshot::Sender<()>>>,
+    /// Stopped by request (`stop_child`): not started again until `start_child`.
+    held: bool,
+    /// The current run is ready (see `Readiness`).
+    ready: bool,
+    /// The readiness watch of the current run, cancelled when it ends.
+    watch: Option<SpawnHandle>,
+    /// Callers waiting for the current run to end.
+    stop_waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// What to do once a sequence's stops are done.
@@ -115,7 +124,11 @@ pub(crate) struct ParentLink {
 /// A supervisor of a tree (see [`Spec`](super::Spec)).
 #[derive(Debug)]
 pub struct Node {
+    /// The supervisor's name from the root, the root's name included: events say this.
     path: String,
+    /// Its path as `walk` and `remove_child` take it: without the root's name (`""` for
+    /// the root itself).
+    rel: String,
     strategy: Strategy,
     window: IntensityWindow,
     slots: Vec<Slot>,
@@ -132,19 +145,21 @@ pub struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(
+    /// The root of a tree, whose end sets `outcome`.
+    pub(crate) fn root(spec: Spec, outcome: Arc<Latch<Outcome>>) -> Node {
+        Node::new(spec.name.clone(), String::new(), spec, None, Some(outcome))
+    }
+
+    fn new(
+        path: String,
+        rel: String,
         spec: Spec,
-        parent_path: String,
         parent: Option<ParentLink>,
         outcome: Option<Arc<Latch<Outcome>>>,
     ) -> Node {
-        let path = if parent_path.is_empty() {
-            spec.name.clone()
-        } else {
-            format!("{parent_path}/{}", spec.name)
-        };
         let mut node = Node {
             path,
+            rel,
             strategy: spec.strategy,
             window: IntensityWindow::new(spec.intensity),
             slots: Vec::new(),
@@ -193,12 +208,21 @@ impl Node {
             started_at: None,
             last_exit: None,
             removing: None,
+            held: false,
+            ready: false,
+            watch: None,
+            stop_waiters: Vec::new(),
         });
         id
     }
 
     fn pos(&self, id: SlotId) -> Option<usize> {
         self.slots.iter().position(|s| s.id == id)
+    }
+
+    /// The path of this supervisor's child `name`.
+    fn child_path(&self, name: &str) -> String {
+        join(&self.rel, name)
     }
 
     fn emit(&self, child: Option<&str>, kind: EventKind) {
@@ -223,14 +247,17 @@ impl Node {
             return;
         }
         let Some(i) = self.pos(id) else { return };
-        if matches!(self.slots[i].run, Run::Running(_) | Run::Stopping { .. }) {
+        if self.slots[i].held || matches!(self.slots[i].run, Run::Running(_) | Run::Stopping { .. })
+        {
             return;
         }
         let slot = &mut self.slots[i];
         slot.generation += 1;
         slot.wanted = true;
+        slot.ready = false;
         let generation = slot.generation;
         let name = slot.name.clone();
+        let mut notify = None;
         let launched = match &slot.spec.target {
             Target::Process(start) => {
                 let method = slot
@@ -243,14 +270,22 @@ impl Node {
                 let bus = self.bus.clone();
                 let path = self.path.clone();
                 let child = name.clone();
-                Running::command(&name, cmd, move |e| {
-                    bus.publish(Event {
-                        time: SystemTime::now(),
-                        supervisor: path.clone(),
-                        child: Some(child.clone()),
-                        kind: EventKind::LogFailed {
-                            message: e.to_string(),
-                        },
+                let socket = match slot.spec.ready {
+                    Readiness::Notify => NotifySocket::bind().map(Some),
+                    _ => Ok(None),
+                };
+                socket.map_err(LaunchError::from).and_then(|socket| {
+                    let env = socket.as_ref().map(NotifySocket::env_value);
+                    notify = socket;
+                    Running::command(&name, cmd, env.as_deref(), move |e| {
+                        bus.publish(Event {
+                            time: SystemTime::now(),
+                            supervisor: path.clone(),
+                            child: Some(child.clone()),
+                            kind: EventKind::LogFailed {
+                                message: e.to_string(),
+                            },
+                        })
                     })
                 })
             }
@@ -262,9 +297,10 @@ impl Node {
                     slot: id,
                     generation,
                 };
-                let path = self.path.clone();
+                let path = format!("{}/{}", self.path, spec.name);
+                let rel = join(&self.rel, &spec.name);
                 Ok(Running::Node(
-                    Node::new(spec, path, Some(link), None).start(),
+                    Node::new(path, rel, spec, Some(link), None).start(),
                 ))
             }
         };
@@ -282,6 +318,7 @@ impl Node {
                 }
                 self.slots[i].run = Run::Running(running);
                 self.emit(Some(&name), EventKind::Started { pid });
+                self.watch_ready(id, generation, pid, notify, ctx);
             }
             Err(e) => {
                 self.slots[i].run = Run::Idle;
@@ -299,6 +336,47 @@ impl Node {
                     end: End::StartFailed,
                 });
             }
+        }
+    }
+
+    /// Watches a run that just started for its readiness (the default: ready at once).
+    fn watch_ready(
+        &mut self,
+        id: SlotId,
+        generation: u64,
+        pid: i32,
+        notify: Option<NotifySocket>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(i) = self.pos(id) else { return };
+        let watch: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+            match (self.slots[i].spec.ready, notify) {
+                (Readiness::Notify, Some(socket)) => Box::pin(socket.ready(pid)),
+                (Readiness::Tcp(addr), _) => Box::pin(ready::tcp(addr)),
+                _ => {
+                    self.slots[i].ready = true;
+                    return;
+                }
+            };
+        let handle = ctx.spawn(watch.into_actor(self).map(move |(), act, _| {
+            act.became_ready(id, generation);
+        }));
+        self.slots[i].watch = Some(handle);
+    }
+
+    /// The run `generation` of a child said it is ready.
+    fn became_ready(&mut self, id: SlotId, generation: u64) {
+        let Some(i) = self.pos(id) else { return };
+        let slot = &mut self.slots[i];
+        slot.watch = None;
+        if slot.generation != generation {
+            return;
+        }
+        if let Run::Running(running) = &slot.run {
+            let pid = running.pid();
+            slot.ready = true;
+            let name = slot.name.clone();
+            self.emit(Some(&name), EventKind::Ready { pid });
         }
     }
 
@@ -384,6 +462,13 @@ impl Node {
             _ => (false, false),
         };
         slot.run = Run::Idle;
+        slot.ready = false;
+        if let Some(watch) = slot.watch.take() {
+            ctx.cancel_future(watch);
+        }
+        for w in slot.stop_waiters.drain(..) {
+            let _ = w.send(());
+        }
         // Late words about this run (a stuck child that dies after all) are ignored.
         slot.generation += 1;
         let ran_for = slot
@@ -452,7 +537,9 @@ impl Node {
             self.stopped(id, ctx);
             return;
         }
-        if ending == Ending::Stopped || self.phase != Phase::Running {
+        // Stopped by us, or held by `stop_child` (a nested supervisor that gave up while
+        // it stopped included): no restart, no intensity charge.
+        if ending == Ending::Stopped || self.phase != Phase::Running || self.slots[i].held {
             self.stopped(id, ctx);
             return;
         }
@@ -688,22 +775,26 @@ impl Node {
         ctx.stop();
     }
 
-    fn state_of(slot: &Slot) -> ChildState {
+    fn state_of(&self, slot: &Slot) -> ChildState {
         let (pid, state) = match &slot.run {
-            Run::Running(r) => (Some(r.pid()), RunState::Running),
+            Run::Running(r) if slot.ready => (Some(r.pid()), RunState::Running),
+            Run::Running(r) => (Some(r.pid()), RunState::Starting),
             Run::Stopping { running, .. } => (Some(running.pid()), RunState::Stopping),
             Run::Waiting => (None, RunState::Restarting),
+            Run::Idle if slot.held => (None, RunState::Stopped),
             Run::Idle if slot.wanted => (None, RunState::Restarting),
             Run::Idle => (None, RunState::Ended),
         };
         ChildState {
             name: slot.name.clone(),
+            path: self.child_path(&slot.name),
+            supervisor: matches!(slot.spec.target, Target::Supervisor(_)),
             pid,
             state,
             restarts: slot.restarts,
             last_exit: slot.last_exit,
             uptime: match state {
-                RunState::Running => slot.started_at.map(|t| t.elapsed()),
+                RunState::Running | RunState::Starting => slot.started_at.map(|t| t.elapsed()),
                 _ => None,
             },
         }
@@ -733,6 +824,15 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+/// `rel/name`, or `name` under the root.
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{rel}/{name}")
     }
 }
 
@@ -805,6 +905,188 @@ impl Handler<ShutdownTree> for Node {
     }
 }
 
+/// Where a path leads from a supervisor.
+enum Place {
+    /// A child (or group) of this supervisor: the name.
+    Here(String),
+    /// Below the running nested supervisor `head`: what is left of the path.
+    Below {
+        addr: Addr<Node>,
+        head: String,
+        rest: String,
+    },
+}
+
+impl Node {
+    /// Follows the first step of `path`: a plain name is here, `head/rest` is below the
+    /// nested supervisor `head`, which must be running.
+    fn place(&self, path: &str) -> Result<Place, TreeError> {
+        let Some((head, rest)) = path.split_once('/') else {
+            return Ok(Place::Here(path.to_owned()));
+        };
+        self.slots
+            .iter()
+            .find(|s| s.name == head && s.removing.is_none())
+            .and_then(|s| match &s.run {
+                Run::Running(Running::Node(addr)) => Some(addr.clone()),
+                _ => None,
+            })
+            .map(|addr| Place::Below {
+                addr,
+                head: head.to_owned(),
+                rest: rest.to_owned(),
+            })
+            .ok_or_else(|| TreeError::NoSuchChild(path.to_owned()))
+    }
+
+    /// The slots that `name` names here: the child of that name, or the members of the
+    /// group of that name.
+    fn named(&self, name: &str) -> Vec<SlotId> {
+        self.slots
+            .iter()
+            .filter(|s| s.removing.is_none())
+            .filter(|s| s.name == name || s.group.as_deref() == Some(name))
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Stops these slots and keeps them stopped (`RunState::Stopped`); the receivers hear
+    /// when each run has ended.
+    fn hold(&mut self, ids: &[SlotId], ctx: &mut Context<Self>) -> Vec<oneshot::Receiver<()>> {
+        let mut waits = Vec::new();
+        for &id in ids {
+            let Some(i) = self.pos(id) else { continue };
+            let slot = &mut self.slots[i];
+            slot.held = true;
+            slot.wanted = false;
+            match slot.run {
+                Run::Running(_) | Run::Stopping { .. } => {
+                    let (tx, rx) = oneshot::channel();
+                    slot.stop_waiters.push(tx);
+                    waits.push(rx);
+                    self.stop_slot(id, ctx);
+                }
+                // A pending restart is dropped: `start_slot` skips a held slot.
+                Run::Waiting => slot.run = Run::Idle,
+                Run::Idle => {}
+            }
+        }
+        waits
+    }
+
+    /// Receivers that hear when those of these slots that are stopping have stopped.
+    fn until_stopped(&mut self, ids: &[SlotId]) -> Vec<oneshot::Receiver<()>> {
+        let mut waits = Vec::new();
+        for &id in ids {
+            let Some(i) = self.pos(id) else { continue };
+            if let Run::Stopping { .. } = self.slots[i].run {
+                let (tx, rx) = oneshot::channel();
+                self.slots[i].stop_waiters.push(tx);
+                waits.push(rx);
+            }
+        }
+        waits
+    }
+
+    /// Starts these slots again where they are not running (held or not).
+    fn release(&mut self, ids: &[SlotId], ctx: &mut Context<Self>) -> Result<(), TreeError> {
+        if self.phase != Phase::Running {
+            return Err(TreeError::Ended);
+        }
+        for &id in ids {
+            let Some(i) = self.pos(id) else { continue };
+            self.slots[i].held = false;
+            if let Run::Idle | Run::Waiting = self.slots[i].run {
+                self.start_slot(id, ctx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops (`stop`), then starts (`start`), the child or group at `path`, answering
+    /// once that is done.
+    fn cycle(
+        &mut self,
+        path: String,
+        stop: bool,
+        start: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(), TreeError>> {
+        if self.phase != Phase::Running {
+            return Box::pin(actix::fut::ready(Err(TreeError::Ended)));
+        }
+        let name = match self.place(&path) {
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+            Ok(Place::Below { addr, head, rest }) => {
+                let msg = Cycle {
+                    path: rest,
+                    stop,
+                    start,
+                };
+                return self.forward(addr, head, msg);
+            }
+            Ok(Place::Here(name)) => name,
+        };
+        let ids = self.named(&name);
+        if ids.is_empty() {
+            return Box::pin(actix::fut::ready(Err(TreeError::NoSuchChild(path))));
+        }
+        let waits = if stop {
+            self.hold(&ids, ctx)
+        } else {
+            self.until_stopped(&ids)
+        };
+        let stopped = async move {
+            for w in waits {
+                w.await.map_err(|_| TreeError::Ended)?;
+            }
+            Ok(())
+        };
+        Box::pin(stopped.into_actor(self).map(move |r, act, ctx| {
+            r?;
+            if start {
+                act.release(&ids, ctx)
+            } else {
+                Ok(())
+            }
+        }))
+    }
+
+    /// Sends `msg` to the nested supervisor `head`, naming paths in its errors from here.
+    fn forward<M, R>(
+        &self,
+        addr: Addr<Node>,
+        head: String,
+        msg: M,
+    ) -> ResponseActFuture<Self, Result<R, TreeError>>
+    where
+        M: Message<Result = Result<R, TreeError>> + Send + 'static,
+        R: Send + 'static,
+        Node: Handler<M>,
+    {
+        Box::pin(
+            async move {
+                match addr.send(msg).await {
+                    Ok(r) => r.map_err(|e| e.under(&head)),
+                    Err(_) => Err(TreeError::NoSuchChild(head)),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl TreeError {
+    /// The error of a nested supervisor, its paths made relative to its parent.
+    fn under(self, head: &str) -> TreeError {
+        match self {
+            TreeError::NoSuchChild(p) => TreeError::NoSuchChild(join(head, &p)),
+            TreeError::NotAGroup(p) => TreeError::NotAGroup(join(head, &p)),
+            other => other,
+        }
+    }
+}
+
 /// Asks for the children and their state, in start order.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Vec<ChildState>")]
@@ -814,21 +1096,126 @@ impl Handler<Children> for Node {
     type Result = Vec<ChildState>;
 
     fn handle(&mut self, _: Children, _: &mut Context<Self>) -> Vec<ChildState> {
-        self.slots.iter().map(Node::state_of).collect()
+        self.slots.iter().map(|s| self.state_of(s)).collect()
     }
 }
 
-/// Adds a child at the end, and starts it.
+/// Asks for every child of every supervisor of the tree, depth first in start order (a
+/// nested supervisor before its children), each with its path.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), actix::MailboxError> {
+/// for c in tree.addr().send(procvisor::tree::Walk).await? {
+///     println!("{} {:?}", c.path, c.state);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<ChildState>")]
+pub struct Walk;
+
+impl Handler<Walk> for Node {
+    type Result = ResponseActFuture<Self, Vec<ChildState>>;
+
+    fn handle(&mut self, _: Walk, _: &mut Context<Self>) -> Self::Result {
+        let entries: Vec<(ChildState, Option<Addr<Node>>)> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let nested = match &s.run {
+                    Run::Running(Running::Node(addr))
+                    | Run::Stopping {
+                        running: Running::Node(addr),
+                        ..
+                    } => Some(addr.clone()),
+                    _ => None,
+                };
+                (self.state_of(s), nested)
+            })
+            .collect();
+        Box::pin(
+            async move {
+                let mut all = Vec::new();
+                for (state, nested) in entries {
+                    all.push(state);
+                    if let Some(addr) = nested {
+                        // A nested supervisor that ends meanwhile has no children to list.
+                        all.extend(addr.send(Walk).await.unwrap_or_default());
+                    }
+                }
+                all
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+/// Adds a child at the end of the supervisor at path `supervisor` (`""`: this one), and
+/// starts it.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), Box<dyn std::error::Error>> {
+/// use procvisor::tree::{AddChild, ChildSpec, Command};
+/// let spec = ChildSpec::command("api2", Command::new("sleep").arg("60"));
+/// tree.addr().send(AddChild::at("web", spec)).await??;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), TreeError>")]
-pub struct AddChild(pub ChildSpec);
+pub struct AddChild {
+    /// The path of the supervisor to add it to (`""`: the one the message is sent to).
+    pub supervisor: String,
+    /// The child.
+    pub spec: ChildSpec,
+}
+
+impl AddChild {
+    /// Adds `spec` to the supervisor the message is sent to.
+    ///
+    /// ```
+    /// use procvisor::tree::{AddChild, ChildSpec, Command};
+    /// let msg = AddChild::new(ChildSpec::command("x", Command::new("true")));
+    /// assert_eq!(msg.supervisor, "");
+    /// ```
+    pub fn new(spec: ChildSpec) -> Self {
+        Self::at("", spec)
+    }
+
+    /// Adds `spec` to the supervisor at `supervisor`, a path from the one the message is
+    /// sent to.
+    ///
+    /// ```
+    /// use procvisor::tree::{AddChild, ChildSpec, Command};
+    /// let msg = AddChild::at("web", ChildSpec::command("x", Command::new("true")));
+    /// assert_eq!(msg.supervisor, "web");
+    /// ```
+    pub fn at(supervisor: impl Into<String>, spec: ChildSpec) -> Self {
+        AddChild {
+            supervisor: supervisor.into(),
+            spec,
+        }
+    }
+}
 
 impl Handler<AddChild> for Node {
-    type Result = Result<(), TreeError>;
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
 
     fn handle(&mut self, msg: AddChild, ctx: &mut Context<Self>) -> Self::Result {
+        let ready = |r| -> Self::Result { Box::pin(actix::fut::ready(r)) };
         if self.phase != Phase::Running {
-            return Err(TreeError::Ended);
+            return ready(Err(TreeError::Ended));
+        }
+        if !msg.supervisor.is_empty() {
+            // The supervisor's path, with an empty last step: its head is the nested one.
+            return match self.place(&format!("{}/", msg.supervisor)) {
+                Ok(Place::Below { addr, head, rest }) => {
+                    let rest = rest.trim_end_matches('/').to_owned();
+                    self.forward(addr, head, AddChild::at(rest, msg.spec))
+                }
+                _ => ready(Err(TreeError::NoSuchChild(msg.supervisor))),
+            };
         }
         let mut names = self
             .slots
@@ -836,14 +1223,16 @@ impl Handler<AddChild> for Node {
             .flat_map(|s| [Some(s.name.clone()), s.group.clone()])
             .flatten()
             .collect();
-        msg.0.validate(&mut names)?;
-        let ids = self.add_slots(msg.0);
+        if let Err(e) = msg.spec.validate(&mut names) {
+            return ready(Err(e));
+        }
+        let ids = self.add_slots(msg.spec);
         self.start_slots(ids, ctx);
-        Ok(())
+        ready(Ok(()))
     }
 }
 
-/// Stops a child and removes it; answers once it has stopped.
+/// Stops the child at a path and removes it; answers once it has stopped.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), TreeError>")]
 pub struct RemoveChild(pub String);
@@ -852,7 +1241,14 @@ impl Handler<RemoveChild> for Node {
     type Result = ResponseActFuture<Self, Result<(), TreeError>>;
 
     fn handle(&mut self, msg: RemoveChild, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(id) = self.slots.iter().find(|s| s.name == msg.0).map(|s| s.id) else {
+        let name = match self.place(&msg.0) {
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+            Ok(Place::Below { addr, head, rest }) => {
+                return self.forward(addr, head, RemoveChild(rest));
+            }
+            Ok(Place::Here(name)) => name,
+        };
+        let Some(id) = self.slots.iter().find(|s| s.name == name).map(|s| s.id) else {
             return Box::pin(actix::fut::ready(Err(TreeError::NoSuchChild(msg.0))));
         };
         let (tx, rx) = oneshot::channel();
@@ -861,7 +1257,8 @@ impl Handler<RemoveChild> for Node {
     }
 }
 
-/// Grows or shrinks a group of replicas to `n`; answers once the removed ones stopped.
+/// Grows or shrinks the group of replicas at a path to `n`; answers once the removed ones
+/// stopped.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), TreeError>")]
 pub struct Scale(pub String, pub usize);
@@ -869,11 +1266,18 @@ pub struct Scale(pub String, pub usize);
 impl Handler<Scale> for Node {
     type Result = ResponseActFuture<Self, Result<(), TreeError>>;
 
-    fn handle(&mut self, Scale(group, n): Scale, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Scale(path, n): Scale, ctx: &mut Context<Self>) -> Self::Result {
         let ready = |r| -> Self::Result { Box::pin(actix::fut::ready(r)) };
         if self.phase != Phase::Running {
             return ready(Err(TreeError::Ended));
         }
+        let group = match self.place(&path) {
+            Err(e) => return ready(Err(e)),
+            Ok(Place::Below { addr, head, rest }) => {
+                return self.forward(addr, head, Scale(rest, n));
+            }
+            Ok(Place::Here(name)) => name,
+        };
         let members: Vec<(SlotId, usize)> = self
             .slots
             .iter()
@@ -928,5 +1332,85 @@ impl Handler<Scale> for Node {
             }
             .into_actor(self),
         )
+    }
+}
+
+/// Stops the child (or every member of the group) at a path with its shutdown and keeps
+/// its slot, [`RunState::Stopped`] until [`StartChild`]; not a crash, no intensity charge.
+/// Answers once it has stopped.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), Box<dyn std::error::Error>> {
+/// tree.addr().send(procvisor::tree::StopChild("web/api".into())).await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct StopChild(pub String);
+
+/// Starts the stopped (or ended) child, or every member of the group, at a path again in
+/// its slot; answers once it was launched (`Started` or `StartFailed` emitted).
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), Box<dyn std::error::Error>> {
+/// tree.addr().send(procvisor::tree::StartChild("web/api".into())).await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct StartChild(pub String);
+
+/// [`StopChild`], then [`StartChild`].
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo(tree: &procvisor::tree::Tree) -> Result<(), Box<dyn std::error::Error>> {
+/// tree.addr().send(procvisor::tree::RestartChild("workers".into())).await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+pub struct RestartChild(pub String);
+
+/// What the three messages above do, forwarded down a path.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), TreeError>")]
+struct Cycle {
+    path: String,
+    stop: bool,
+    start: bool,
+}
+
+impl Handler<Cycle> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, msg: Cycle, ctx: &mut Context<Self>) -> Self::Result {
+        self.cycle(msg.path, msg.stop, msg.start, ctx)
+    }
+}
+
+impl Handler<StopChild> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, msg: StopChild, ctx: &mut Context<Self>) -> Self::Result {
+        self.cycle(msg.0, true, false, ctx)
+    }
+}
+
+impl Handler<StartChild> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, msg: StartChild, ctx: &mut Context<Self>) -> Self::Result {
+        self.cycle(msg.0, false, true, ctx)
+    }
+}
+
+impl Handler<RestartChild> for Node {
+    type Result = ResponseActFuture<Self, Result<(), TreeError>>;
+
+    fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
+        self.cycle(msg.0, true, true, ctx)
     }
 }
