@@ -33,8 +33,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use procvisor::restart::{Backoff, Intensity, RestartType, Strategy};
 use procvisor::tree::{ChildSpec, Command, LogFile, Output, Readiness, Shutdown, Spec};
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use toml::Spanned;
 
 /// A fleet file that could not be used: where, and why.
@@ -49,7 +49,9 @@ pub(crate) struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.at {
-            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message)
+            }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
@@ -72,7 +74,7 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d)? {
             Raw::Int(s) => Ok(Dur(Duration::from_secs(s))),
-            Raw::Float(s) if s.is_finite() && s >= 0.0 && s < 1e12 => {
+            Raw::Float(s) if (0.0..1e12).contains(&s) => {
                 Ok(Dur(Duration::from_secs_f64(s)))
             }
             Raw::Float(s) => Err(de::Error::custom(format!("invalid duration {s}"))),
@@ -429,7 +431,13 @@ impl Fleet {
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let anchor = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+        let anchor = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
 
         let fleet_name = match &raw.fleet.name {
             Some(n) => {
@@ -472,13 +480,21 @@ impl Fleet {
                 ));
             }
         }
-        let group_names: HashSet<&str> = raw.group.iter().map(|g| g.name.get_ref().as_str()).collect();
+        let group_names: HashSet<&str> = raw
+            .group
+            .iter()
+            .map(|g| g.name.get_ref().as_str())
+            .collect();
 
         let mut groups = Vec::new();
         for g in &raw.group {
             let i = intensity(g.max_restarts, g.period);
-            i.validate()
-                .map_err(|e| err(Some(g.name.span()), format!("group {:?}: {e}", g.name.get_ref())))?;
+            i.validate().map_err(|e| {
+                err(
+                    Some(g.name.span()),
+                    format!("group {:?}: {e}", g.name.get_ref()),
+                )
+            })?;
             groups.push(Group {
                 name: g.name.get_ref().clone(),
                 strategy: g.strategy.map_or(Strategy::OneForOne, |s| s.0),
@@ -510,7 +526,10 @@ impl Fleet {
             }
             let program = if p.command.get_ref() == "$PROCVISOR" {
                 std::env::current_exe().map_err(|e| {
-                    err(Some(p.command.span()), format!("cannot find this procvisor binary: {e}"))
+                    err(
+                        Some(p.command.span()),
+                        format!("cannot find this procvisor binary: {e}"),
+                    )
                 })?
             } else {
                 PathBuf::from(p.command.get_ref())
@@ -567,7 +586,9 @@ impl Fleet {
                     Output::File(log)
                 }
                 None => match &log_dir {
-                    Some(dir) => Output::File(LogFile::new(dir.join(format!("{name}.{stream}.log")))),
+                    Some(dir) => {
+                        Output::File(LogFile::new(dir.join(format!("{name}.{stream}.log"))))
+                    }
                     None => Output::Inherit,
                 },
             };
@@ -592,7 +613,12 @@ impl Fleet {
         let supervisor_of: HashMap<&str, Option<&str>> = raw
             .program
             .iter()
-            .map(|p| (p.name.get_ref().as_str(), p.group.as_ref().map(|g| g.get_ref().as_str())))
+            .map(|p| {
+                (
+                    p.name.get_ref().as_str(),
+                    p.group.as_ref().map(|g| g.get_ref().as_str()),
+                )
+            })
             .chain(raw.group.iter().map(|g| (g.name.get_ref().as_str(), None)))
             .collect();
         let deps_of = |name: &str, deps: &[Spanned<String>]| -> Result<Vec<String>, ConfigError> {
@@ -614,22 +640,30 @@ impl Fleet {
                 })
                 .collect()
         };
-        let mut nodes: Vec<(String, Option<String>, Vec<String>, Range<usize>)> = Vec::new();
+        let mut nodes = Vec::new();
         for g in &raw.group {
             let n = g.name.get_ref();
-            nodes.push((n.clone(), None, deps_of(n, &g.depends_on)?, g.name.span()));
+            nodes.push(DepNode {
+                name: n.clone(),
+                deps: deps_of(n, &g.depends_on)?,
+                span: g.name.span(),
+            });
         }
         for p in &raw.program {
             let n = p.name.get_ref();
-            let sup = p.group.as_ref().map(|g| g.get_ref().clone());
-            nodes.push((n.clone(), sup, deps_of(n, &p.depends_on)?, p.name.span()));
+            nodes.push(DepNode {
+                name: n.clone(),
+                deps: deps_of(n, &p.depends_on)?,
+                span: p.name.span(),
+            });
         }
-        // Root children in file order: groups and root programs as they appear in the file.
-        let mut file_order: Vec<&(String, Option<String>, Vec<String>, Range<usize>)> =
-            nodes.iter().collect();
-        file_order.sort_by_key(|n| n.3.start);
-        let order = topo_order(&file_order).map_err(|(name, span)| {
-            err(Some(span), format!("depends_on forms a cycle through {name:?}"))
+        // File order: groups and programs as they appear in the file.
+        nodes.sort_by_key(|n| n.span.start);
+        let order = topo_order(&nodes).map_err(|(name, span)| {
+            err(
+                Some(span),
+                format!("depends_on forms a cycle through {name:?}"),
+            )
         })?;
         let mut root = Vec::new();
         let mut ordered_programs = Vec::new();
@@ -661,7 +695,9 @@ impl Fleet {
         &'a self,
         group: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Program> + 'a {
-        self.programs.iter().filter(move |p| p.group.as_deref() == group)
+        self.programs
+            .iter()
+            .filter(move |p| p.group.as_deref() == group)
     }
 
     /// The spec of a nested supervisor with its programs.
@@ -691,6 +727,24 @@ impl Fleet {
         spec
     }
 
+    /// Creates the directories the log files go in (`check` does not; `run` does).
+    pub(crate) fn create_log_dirs(&self) -> Result<(), String> {
+        for p in &self.programs {
+            for log in ["stdout", "stderr"].iter().filter_map(|s| p.log_file(s)) {
+                if let Some(dir) = log.path().parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        format!(
+                            "program {:?}: cannot create the log directory {}: {e}",
+                            p.name,
+                            dir.display()
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
     }
@@ -700,40 +754,54 @@ impl Fleet {
     }
 }
 
+/// A program or group with what it depends on, for ordering.
+struct DepNode {
+    name: String,
+    deps: Vec<String>,
+    span: Range<usize>,
+}
+
 /// Orders nodes so that each comes after its dependencies, keeping the given order
 /// otherwise; a cycle names one of its members.
-fn topo_order(
-    nodes: &[&(String, Option<String>, Vec<String>, Range<usize>)],
-) -> Result<Vec<String>, (String, Range<usize>)> {
-    let mut done: Vec<String> = Vec::new();
-    let mut state: HashMap<&str, u8> = HashMap::new(); // 1: visiting, 2: done
-    let by_name: HashMap<&str, usize> =
-        nodes.iter().enumerate().map(|(i, n)| (n.0.as_str(), i)).collect();
-    fn visit<'a>(
+fn topo_order(nodes: &[DepNode]) -> Result<Vec<String>, (String, Range<usize>)> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Visiting,
+        Done,
+    }
+    fn visit(
         i: usize,
-        nodes: &[&'a (String, Option<String>, Vec<String>, Range<usize>)],
+        nodes: &[DepNode],
         by_name: &HashMap<&str, usize>,
-        state: &mut HashMap<&'a str, u8>,
-        done: &mut Vec<String>,
+        marks: &mut [Mark],
+        order: &mut Vec<String>,
     ) -> Result<(), (String, Range<usize>)> {
-        let n = nodes[i];
-        match state.get(n.0.as_str()) {
-            Some(2) => return Ok(()),
-            Some(_) => return Err((n.0.clone(), n.3.clone())),
-            None => {}
+        let n = &nodes[i];
+        match marks[i] {
+            Mark::Done => return Ok(()),
+            Mark::Visiting => return Err((n.name.clone(), n.span.clone())),
+            Mark::New => {}
         }
-        state.insert(&n.0, 1);
-        for d in &n.2 {
-            visit(by_name[d.as_str()], nodes, by_name, state, done)?;
+        marks[i] = Mark::Visiting;
+        for d in &n.deps {
+            visit(by_name[d.as_str()], nodes, by_name, marks, order)?;
         }
-        state.insert(&n.0, 2);
-        done.push(n.0.clone());
+        marks[i] = Mark::Done;
+        order.push(n.name.clone());
         Ok(())
     }
+    let by_name: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut marks = vec![Mark::New; nodes.len()];
+    let mut order = Vec::new();
     for i in 0..nodes.len() {
-        visit(i, nodes, &by_name, &mut state, &mut done)?;
+        visit(i, nodes, &by_name, &mut marks, &mut order)?;
     }
-    Ok(done)
+    Ok(order)
 }
 
 fn check_name(name: &Spanned<String>) -> Result<(), String> {
@@ -814,7 +882,10 @@ ready = "notify"
         // db comes first: the group web depends on it.
         assert_eq!(
             f.root,
-            vec![RootChild::Program("db".into()), RootChild::Group("web".into())]
+            vec![
+                RootChild::Program("db".into()),
+                RootChild::Group("web".into())
+            ]
         );
         let api = f.program("api").unwrap();
         assert_eq!(api.path(), "web/api");
@@ -830,7 +901,10 @@ ready = "notify"
                 grace: Duration::from_millis(1500)
             }
         );
-        assert_eq!(api.log_file("stdout").unwrap().path(), Path::new("/etc/logs/api.log"));
+        assert_eq!(
+            api.log_file("stdout").unwrap().path(),
+            Path::new("/etc/logs/api.log")
+        );
         assert_eq!(api.stderr, Output::Null);
         assert_eq!(api.cwd.as_deref(), Some(Path::new("/srv")));
         let db = f.program("db").unwrap();
@@ -846,23 +920,87 @@ ready = "notify"
         let e = parse(text).unwrap_err();
         assert_eq!(e.at, Some((line, col)), "{e}");
         assert!(e.message.contains(needle), "{e}");
-        assert!(e.to_string().starts_with(&format!("/etc/fleet.toml:{line}:{col}: ")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("/etc/fleet.toml:{line}:{col}: ")),
+            "{e}"
+        );
     }
 
     #[test]
     fn errors_name_line_column_and_culprit() {
-        fails_at("[[program]]\nname = \"a\"\ncomand = \"x\"\n", 3, 1, "comand");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nrestart = \"sometimes\"\n", 4, 11, "sometimes");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nstop_grace = \"5 parsecs\"\n", 4, 14, "parsecs");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n", 4, 15, "SIGNOPE");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\ngroup = \"nope\"\n", 4, 9, "nope");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\n[[program]]\nname = \"a\"\ncommand = \"y\"\n", 5, 8, "twice");
-        fails_at("[[program]]\nname = \"a b\"\ncommand = \"x\"\n", 2, 8, "invalid name");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\ndepends_on = [\"b\"]\n", 4, 16, "\"b\"");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nnumprocs = 0\n", 4, 12, "numprocs");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nready = { tcp = \"nowhere\" }\n", 4, 9, "nowhere");
-        fails_at("[fleet]\nstrategy = \"all_for_one\"\n", 2, 12, "all_for_one");
-        fails_at("[[program]]\nname = \"a\"\ncommand = \"x\"\nargs = \"-v\"\n", 4, 8, "");
+        fails_at(
+            "[[program]]\nname = \"a\"\ncomand = \"x\"\n",
+            3,
+            1,
+            "comand",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nrestart = \"sometimes\"\n",
+            4,
+            11,
+            "sometimes",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nstop_grace = \"5 parsecs\"\n",
+            4,
+            14,
+            "parsecs",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"SIGNOPE\"\n",
+            4,
+            15,
+            "SIGNOPE",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\ngroup = \"nope\"\n",
+            4,
+            9,
+            "nope",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\n[[program]]\nname = \"a\"\ncommand = \"y\"\n",
+            5,
+            8,
+            "twice",
+        );
+        fails_at(
+            "[[program]]\nname = \"a b\"\ncommand = \"x\"\n",
+            2,
+            8,
+            "invalid name",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\ndepends_on = [\"b\"]\n",
+            4,
+            15,
+            "\"b\"",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nnumprocs = 0\n",
+            4,
+            12,
+            "numprocs",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nready = { tcp = \"nowhere\" }\n",
+            4,
+            9,
+            "nowhere",
+        );
+        fails_at(
+            "[fleet]\nstrategy = \"all_for_one\"\n",
+            2,
+            12,
+            "all_for_one",
+        );
+        fails_at(
+            "[[program]]\nname = \"a\"\ncommand = \"x\"\nargs = \"-v\"\n",
+            4,
+            8,
+            "",
+        );
         fails_at("[[program]]\nname = \"a\"\n", 1, 1, "command");
         fails_at("this is not toml", 1, 6, "");
     }

@@ -40,7 +40,9 @@ pub(crate) fn run(which: Demo, every: Duration) -> Result<(), String> {
             println!("pool of 2 workers up (pid {pid})");
             for batch in 0u64.. {
                 let inputs: Vec<u64> = (batch * 4..batch * 4 + 4).collect();
-                let squares = pool.map(square, inputs.clone(), None).map_err(|e| e.to_string())?;
+                let squares = pool
+                    .map(square, inputs.clone(), None)
+                    .map_err(|e| e.to_string())?;
                 println!("pool: squares of {inputs:?} = {squares:?}");
                 let _ = std::io::stdout().flush();
                 std::thread::sleep(every);

@@ -48,6 +48,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs the fleet of `file` until SIGTERM, SIGINT or `procvisor shutdown`.
 pub(crate) fn run(file: &Path, socket: Option<PathBuf>) -> Result<(), String> {
     let fleet = Fleet::load(file).map_err(|e| e.to_string())?;
+    fleet.create_log_dirs()?;
     let socket = socket
         .or_else(|| fleet.socket.clone())
         .unwrap_or_else(control::default_socket);
@@ -62,7 +63,9 @@ pub(crate) fn run(file: &Path, socket: Option<PathBuf>) -> Result<(), String> {
 
     let spec = fleet.spec();
     let events = spec.events();
-    let tree = spec.start().map_err(|e| format!("{}: {e}", file.display()))?;
+    let tree = spec
+        .start()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let shared = Arc::new(Shared {
         file: file.to_owned(),
         fleet: Mutex::new(fleet),
@@ -136,7 +139,9 @@ fn bind(socket: &Path) -> Result<(UnixListener, nix::fcntl::Flock<File>), String
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                })
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
@@ -211,19 +216,32 @@ impl Shared {
 }
 
 fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let _ = stream.set_write_timeout(Some(control::WRITE_TIMEOUT));
+    let mut gate = match control::Gate::new(listener) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("the control socket cannot serve: {e}");
+            return;
+        }
+    };
+    loop {
+        let (stream, request) = gate.next();
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                control::refuse(stream, &e);
+                continue;
+            }
+        };
         if shared.clients.fetch_add(1, Ordering::SeqCst) >= control::MAX_CLIENTS {
             shared.clients.fetch_sub(1, Ordering::SeqCst);
-            let _ = control::write_line(&stream, &control::error_reply("busy: too many clients"));
+            control::refuse(stream, "busy: too many requests at once");
             continue;
         }
         let shared2 = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("procvisor-client".into())
             .spawn(move || {
-                handle_client(&stream, &shared2);
+                handle(&stream, request, &shared2);
                 shared2.clients.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -232,27 +250,20 @@ fn serve(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-fn handle_client(stream: &UnixStream, shared: &Shared) {
-    let request = match control::read_request(stream) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = control::write_line(stream, &control::error_reply(e));
-            return;
-        }
-    };
+fn handle(stream: &UnixStream, request: Request, shared: &Shared) {
     let reply = match request {
-        Request::Status => status(shared),
+        Request::Status {} => status(shared),
         Request::Start { target } => each(shared, &target, |t, p| t.start_child(p)),
         Request::Stop { target } => each(shared, &target, |t, p| t.stop_child(p)),
         Request::Restart { target } => each(shared, &target, |t, p| t.restart_child(p)),
         Request::Scale { name, n } => scale(shared, &name, n),
-        Request::Reload => {
+        Request::Reload {} => {
             let (tx, rx) = mpsc::sync_channel(1);
             let _ = shared.cmds.send(Cmd::Reload(Some(tx)));
             rx.recv()
                 .unwrap_or_else(|_| control::error_reply("the fleet is stopping"))
         }
-        Request::Shutdown => {
+        Request::Shutdown {} => {
             let _ = shared.cmds.send(Cmd::Shutdown);
             json!({ "ok": true })
         }
@@ -328,11 +339,7 @@ fn resolve(fleet: &Fleet, target: &str) -> Result<Vec<String>, String> {
 }
 
 /// Applies `op` to every path `target` names.
-fn each(
-    shared: &Shared,
-    target: &str,
-    op: impl Fn(&Tree, &str) -> Result<(), TreeError>,
-) -> Value {
+fn each(shared: &Shared, target: &str, op: impl Fn(&Tree, &str) -> Result<(), TreeError>) -> Value {
     let paths = match resolve(&lock(&shared.fleet), target) {
         Ok(p) => p,
         Err(e) => return control::error_reply(e),
@@ -373,6 +380,9 @@ fn reload(shared: &Shared) -> Value {
             return control::error_reply(format!("reload refused, nothing changed: {e}"));
         }
     };
+    if let Err(e) = new.create_log_dirs() {
+        return control::error_reply(format!("reload refused, nothing changed: {e}"));
+    }
     let mut fleet = lock(&shared.fleet);
     let mut added = Vec::new();
     let mut removed = Vec::new();
@@ -394,7 +404,10 @@ fn reload(shared: &Shared) -> Value {
             }
             Some(ng) if ng != g => {
                 note(tree.remove_child(&g.name), &g.name);
-                note(tree.add_child_at("", ChildSpec::supervisor(new.group_spec(ng))), &g.name);
+                note(
+                    tree.add_child_at("", ChildSpec::supervisor(new.group_spec(ng))),
+                    &g.name,
+                );
                 changed.push(g.name.clone());
                 replaced_groups.push(g.name.clone());
             }
@@ -403,7 +416,10 @@ fn reload(shared: &Shared) -> Value {
     }
     for ng in &new.groups {
         if fleet.group(&ng.name).is_none() {
-            note(tree.add_child_at("", ChildSpec::supervisor(new.group_spec(ng))), &ng.name);
+            note(
+                tree.add_child_at("", ChildSpec::supervisor(new.group_spec(ng))),
+                &ng.name,
+            );
             added.push(ng.name.clone());
             replaced_groups.push(ng.name.clone());
         }
@@ -435,7 +451,10 @@ fn reload(shared: &Shared) -> Value {
                     note(tree.scale(&np.path(), np.numprocs.unwrap_or(1)), &np.name);
                 } else {
                     note(tree.remove_child(&p.path()), &p.name);
-                    note(tree.add_child_at(np.supervisor_path(), np.child_spec()), &np.name);
+                    note(
+                        tree.add_child_at(np.supervisor_path(), np.child_spec()),
+                        &np.name,
+                    );
                 }
                 changed.push(p.name.clone());
             }
@@ -443,7 +462,10 @@ fn reload(shared: &Shared) -> Value {
     }
     for np in &new.programs {
         if fleet.program(&np.name).is_none() && !in_replaced(np) {
-            note(tree.add_child_at(np.supervisor_path(), np.child_spec()), &np.name);
+            note(
+                tree.add_child_at(np.supervisor_path(), np.child_spec()),
+                &np.name,
+            );
             added.push(np.name.clone());
         }
     }
@@ -458,9 +480,20 @@ fn reload(shared: &Shared) -> Value {
         restart_needed.push("fleet.socket");
     }
     let unchanged = new.programs.len() - added.len().min(new.programs.len());
-    tracing::info!(?added, ?removed, ?changed, "reloaded {}", shared.file.display());
+    tracing::info!(
+        ?added,
+        ?removed,
+        ?changed,
+        "reloaded {}",
+        shared.file.display()
+    );
     // Keep what could not change as it runs.
-    let kept = (fleet.name.clone(), fleet.strategy, fleet.intensity, fleet.socket.clone());
+    let kept = (
+        fleet.name.clone(),
+        fleet.strategy,
+        fleet.intensity,
+        fleet.socket.clone(),
+    );
     *fleet = new;
     (fleet.name, fleet.strategy, fleet.intensity, fleet.socket) = kept;
     if errors.is_empty() {
@@ -530,7 +563,11 @@ fn peer_gone(stream: &UnixStream) -> bool {
             let mut b = [0u8; 1];
             // Readable with nothing to read: the peer closed; a follower sends nothing.
             matches!(
-                nix::sys::socket::recv(stream.as_raw_fd(), &mut b, nix::sys::socket::MsgFlags::MSG_DONTWAIT),
+                nix::sys::socket::recv(
+                    stream.as_raw_fd(),
+                    &mut b,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT
+                ),
                 Ok(0) | Err(_)
             ) || fds[0]
                 .revents()
@@ -540,7 +577,14 @@ fn peer_gone(stream: &UnixStream) -> bool {
     }
 }
 
-fn logs(stream: &UnixStream, shared: &Shared, name: &str, which: Stream, lines: usize, follow: bool) {
+fn logs(
+    stream: &UnixStream,
+    shared: &Shared,
+    name: &str,
+    which: Stream,
+    lines: usize,
+    follow: bool,
+) {
     let path = match log_path(&lock(&shared.fleet), name, which) {
         Ok(p) => p,
         Err(e) => {
@@ -571,7 +615,10 @@ fn log_path(fleet: &Fleet, name: &str, which: Stream) -> Result<PathBuf, String>
         None => match name.rsplit_once('.') {
             Some((base, i)) if fleet.program(base).is_some() => (
                 fleet.program(base).expect("checked"),
-                Some(i.parse::<usize>().map_err(|_| format!("no program named {name:?}"))?),
+                Some(
+                    i.parse::<usize>()
+                        .map_err(|_| format!("no program named {name:?}"))?,
+                ),
             ),
             _ => return Err(format!("no program named {name:?}")),
         },
@@ -585,12 +632,22 @@ fn log_path(fleet: &Fleet, name: &str, which: Stream) -> Result<PathBuf, String>
     })?;
     match (program.numprocs, replica) {
         (None, None) => Ok(log.path().to_owned()),
-        (Some(n), Some(i)) if i < n => Ok(log.for_replica(i).path().to_owned()),
+        (Some(n), Some(i)) if i < n => Ok(replica_log(log.path(), i)),
         (Some(n), None) => Err(format!(
             "{name:?} runs {n} replicas, each with its own log: name one, as {name}.0"
         )),
         _ => Err(format!("no program named {name:?}")),
     }
+}
+
+// TODO(logs branch): LogFile::for_replica
+fn replica_log(path: &Path, i: usize) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{i}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{i}"),
+    };
+    path.with_file_name(name)
 }
 
 /// Reads a log file from its last `lines` lines on, following rotation.

@@ -32,7 +32,11 @@ use serde_json::Value;
 use control::{ClientError, Exchange, Request, Stream};
 
 #[derive(Debug, Parser)]
-#[command(name = "procvisor", version, about = "Supervise a fleet of programs with OTP's semantics")]
+#[command(
+    name = "procvisor",
+    version,
+    about = "Supervise a fleet of programs with OTP's semantics"
+)]
 struct Cli {
     /// The control socket (default: the fleet file's `socket`, then $PROCVISOR_SOCKET, then
     /// $XDG_RUNTIME_DIR/procvisor.sock or /tmp/procvisor-<uid>/procvisor.sock).
@@ -156,7 +160,7 @@ fn dispatch(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Status { json } => {
-            let reply = ask(Request::Status)?;
+            let reply = ask(Request::Status {})?;
             if *json {
                 println!("{}", reply["programs"]);
             } else {
@@ -164,18 +168,34 @@ fn dispatch(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Start { target } => done(ask(Request::Start { target: target.clone() })?, "started"),
-        Command::Stop { target } => done(ask(Request::Stop { target: target.clone() })?, "stopped"),
-        Command::Restart { target } => {
-            done(ask(Request::Restart { target: target.clone() })?, "restarted")
-        }
+        Command::Start { target } => done(
+            ask(Request::Start {
+                target: target.clone(),
+            })?,
+            "started",
+        ),
+        Command::Stop { target } => done(
+            ask(Request::Stop {
+                target: target.clone(),
+            })?,
+            "stopped",
+        ),
+        Command::Restart { target } => done(
+            ask(Request::Restart {
+                target: target.clone(),
+            })?,
+            "restarted",
+        ),
         Command::Scale { name, n } => {
-            ask(Request::Scale { name: name.clone(), n: *n })?;
+            ask(Request::Scale {
+                name: name.clone(),
+                n: *n,
+            })?;
             println!("{name}: {n} replica(s)");
             Ok(())
         }
         Command::Reload { json } => {
-            let r = ask(Request::Reload)?;
+            let r = ask(Request::Reload {})?;
             if *json {
                 println!("{r}");
             } else {
@@ -184,27 +204,28 @@ fn dispatch(cli: Cli) -> Result<(), String> {
                     r["added"], r["removed"], r["changed"], r["unchanged"]
                 );
                 if r["needs_restart"].as_array().is_some_and(|a| !a.is_empty()) {
-                    println!("not applied until procvisor restarts: {}", r["needs_restart"]);
+                    println!(
+                        "not applied until procvisor restarts: {}",
+                        r["needs_restart"]
+                    );
                 }
             }
             Ok(())
         }
         Command::Shutdown => {
-            ask(Request::Shutdown)?;
+            ask(Request::Shutdown {})?;
             println!("shutting down");
             Ok(())
         }
-        Command::Events { follow, json } => stream(
-            &socket()?,
-            &Request::Events { follow: *follow },
-            |v| {
+        Command::Events { follow, json } => {
+            stream(&socket()?, &Request::Events { follow: *follow }, |v| {
                 if *json {
                     v.to_string()
                 } else {
                     v["text"].as_str().unwrap_or_default().to_owned()
                 }
-            },
-        ),
+            })
+        }
         Command::Logs {
             name,
             follow,
@@ -239,7 +260,11 @@ fn done(reply: Value, verb: &str) -> Result<(), String> {
 }
 
 /// Prints a streamed reply, one line per message, until the fleet ends it.
-fn stream(socket: &std::path::Path, req: &Request, line: impl Fn(&Value) -> String) -> Result<(), String> {
+fn stream(
+    socket: &std::path::Path,
+    req: &Request,
+    line: impl Fn(&Value) -> String,
+) -> Result<(), String> {
     let mut ex = Exchange::open(socket, req).map_err(|e| e.to_string())?;
     let first = ex
         .next()
@@ -254,7 +279,10 @@ fn stream(socket: &std::path::Path, req: &Request, line: impl Fn(&Value) -> Stri
         if v.get("ok") == Some(&Value::Bool(false)) {
             return Err(control::check(v).unwrap_err().to_string());
         }
-        if writeln!(out, "{}", line(&v)).and_then(|()| out.flush()).is_err() {
+        if writeln!(out, "{}", line(&v))
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             // The reader went away (`| head`): not an error of ours.
             return Ok(());
         }

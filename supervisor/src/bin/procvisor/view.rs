@@ -25,20 +25,27 @@ impl EventPrinter {
             None => e.supervisor.clone(),
         };
         if self.tty {
-            let secs = e.time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let secs = e
+                .time
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
             let colour = match &e.kind {
                 EventKind::Started { .. } | EventKind::Ready { .. } => "32", // green
-                EventKind::Exited { exit, .. } if exit.requested => "2",    // dim
+                EventKind::Exited { exit, .. } if exit.requested => "2",     // dim
                 EventKind::Exited { .. } | EventKind::StartFailed { .. } => "31", // red
-                EventKind::Restarting { .. } => "33",                       // yellow
+                EventKind::Restarting { .. } => "33",                        // yellow
                 EventKind::GaveUp { .. } | EventKind::StopStuck { .. } => "1;31",
                 _ => "0",
             };
             let text = e.to_string();
             let what = text.strip_prefix(&path).unwrap_or(&text).trim_start();
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{h:02}:{m:02}:{s:02} UTC  \x1b[1m{path:<24}\x1b[0m \x1b[{colour}m{what}\x1b[0m");
+            let _ = writeln!(
+                out,
+                "{h:02}:{m:02}:{s:02} UTC  \x1b[1m{path:<24}\x1b[0m \x1b[{colour}m{what}\x1b[0m"
+            );
         } else {
             match &e.kind {
                 EventKind::Exited { exit, .. } if !exit.requested => {
@@ -114,9 +121,18 @@ mod tests {
         let t = status_table(&reply);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("NAME       STATE    PID  UPTIME  RESTARTS  LAST EXIT"), "{t}");
-        assert!(lines[1].starts_with("web/api.0  running  42   1m15s   1         exit code 1"), "{t}");
-        assert!(lines[2].starts_with("db         backoff  -    -       12        -"), "{t}");
+        assert!(
+            lines[0].starts_with("NAME       STATE    PID  UPTIME  RESTARTS  LAST EXIT"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("web/api.0  running  42   1m15s   1         exit code 1"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("db         backoff  -    -       12        -"),
+            "{t}"
+        );
     }
 
     #[test]

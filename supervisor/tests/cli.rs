@@ -1,0 +1,531 @@
+//! The `procvisor` command, driven as operators drive it: a real fleet, real signals, the
+//! control socket, and a scan for survivors.
+//!
+//! These tests live in the procvisor package (not in integration/) because only a test of
+//! the binary's own package is told where cargo built it (`CARGO_BIN_EXE_procvisor`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_procvisor");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A private directory for one test, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "procvisor-cli-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `procvisor run` in the background; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Fleet {
+    child: Child,
+    socket: PathBuf,
+    file: PathBuf,
+    scratch: Scratch,
+}
+
+impl Fleet {
+    fn start(tag: &str, toml: &str) -> Fleet {
+        let scratch = Scratch::new(tag);
+        let file = scratch.path("fleet.toml");
+        std::fs::write(&file, toml).unwrap();
+        let socket = scratch.path("ctl.sock");
+        let child = Command::new(BIN)
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(scratch.path("procvisor.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut fleet = Fleet {
+            child,
+            socket,
+            file,
+            scratch,
+        };
+        fleet.wait_for("the control socket", |f| f.try_status().is_some());
+        fleet
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `status --json` if the fleet answers.
+    fn try_status(&self) -> Option<Vec<Value>> {
+        let out = self.cli(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()?
+            .as_array()
+            .cloned()
+    }
+
+    fn status(&self) -> Vec<Value> {
+        self.try_status().expect("status answers")
+    }
+
+    /// The entry of `name` in `status`.
+    fn program(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|p| p["name"] == name)
+    }
+
+    fn pid_of(&self, name: &str) -> Option<i32> {
+        self.program(name)?["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// Waits (with a deadline) until `cond` holds.
+    fn wait_for(&mut self, what: &str, cond: impl Fn(&Fleet) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "procvisor ended ({status}) while waiting for {what}: {}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {what} within {DEADLINE:?}; status: {:?}; stderr: {}",
+                self.try_status(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_running(&mut self, name: &str) -> i32 {
+        self.wait_for(&format!("{name} running"), |f| {
+            f.program(name).is_some_and(|p| p["state"] == "running")
+        });
+        self.pid_of(name).unwrap()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.scratch.path("procvisor.err")).unwrap_or_default()
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.status()
+            .iter()
+            .filter_map(|p| p["pid"].as_i64().map(|p| p as i32))
+            .collect()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        signal(self.child.id() as i32, libc_sig::TERM);
+        let status = wait_child(&mut self.child, DEADLINE).expect("procvisor stops on SIGTERM");
+        (status, self.stderr())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.child.id() as i32, libc_sig::TERM);
+            if wait_child(&mut self.child, DEADLINE).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+mod libc_sig {
+    pub(crate) const TERM: i32 = 15;
+    pub(crate) const KILL: i32 = 9;
+    pub(crate) const HUP: i32 = 1;
+}
+
+fn signal(pid: i32, sig: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+fn wait_child(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is still a live process (a zombie is dead: it only waits to be reaped).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn sleeper(name: &str) -> String {
+    format!(
+        "[[program]]\nname = \"{name}\"\ncommand = \"sleep\"\nargs = [\"300\"]\nstop_grace = \"2s\"\n"
+    )
+}
+
+#[test]
+fn check_names_the_line_and_column_of_a_broken_file() {
+    let s = Scratch::new("check");
+    let good = s.path("good.toml");
+    std::fs::write(&good, sleeper("a") + &sleeper("b")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 program(s)"));
+
+    let bad = s.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[program]]\nname = \"a\"\ncommand = \"sleep\"\nrestart = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&format!("{}:4:11:", bad.display())), "{err}");
+    assert!(err.contains("sometimes"), "{err}");
+
+    std::fs::write(
+        &bad,
+        "[[program]]\nname = \"a\"\ncommand = \"sleep\"\nstop_grase = \"1s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":4:1:") && err.contains("stop_grase"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["check", s.path("missing.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn killed_members_come_back_and_stop_start_restart_work() {
+    let toml = format!(
+        "{}{}[[program]]\nname = \"pool\"\ncommand = \"sleep\"\nargs = [\"300\"]\nnumprocs = 2\n",
+        sleeper("a"),
+        sleeper("b")
+    );
+    let mut f = Fleet::start("members", &toml);
+    let a = f.wait_running("a");
+    let b = f.wait_running("b");
+    f.wait_running("pool.1");
+
+    // SIGKILL a member: it comes back with a new pid, its neighbour untouched.
+    signal(a, libc_sig::KILL);
+    f.wait_for("a restarted", |f| {
+        f.program("a")
+            .is_some_and(|p| p["state"] == "running" && p["pid"] != a && p["restarts"] == 1)
+    });
+    let last = f.program("a").unwrap()["last_exit"].clone();
+    assert!(last.as_str().unwrap().contains("SIGKILL"), "{last}");
+    assert_eq!(f.pid_of("b"), Some(b));
+
+    // stop keeps it stopped; start brings it back; restart gives a new pid.
+    let out = f.cli(&["stop", "b"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(f.program("b").unwrap()["state"], "stopped");
+    assert!(!alive(b));
+    assert!(f.cli(&["start", "b"]).status.success());
+    let b2 = f.wait_running("b");
+    assert_ne!(b2, b);
+    let pool0 = f.pid_of("pool.0").unwrap();
+    assert!(f.cli(&["restart", "pool"]).status.success());
+    f.wait_for("pool restarted", |f| {
+        f.pid_of("pool.0").is_some_and(|p| p != pool0) && f.pid_of("pool.1").is_some()
+    });
+
+    // scale, and errors as one line with a non-zero code.
+    assert!(f.cli(&["scale", "pool", "3"]).status.success());
+    f.wait_running("pool.2");
+    let out = f.cli(&["stop", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no program or group named \"nosuch\""));
+    let out = f.cli(&["scale", "a", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // stop all, then SIGTERM: a clean exit, nothing left.
+    let pids = f.pids();
+    assert!(f.cli(&["stop", "all"]).status.success());
+    assert!(pids.iter().all(|&p| !alive(p)));
+    let (status, err) = f.terminate();
+    assert!(status.success(), "{status}: {err}");
+}
+
+#[test]
+fn sigterm_stops_everything_in_reverse_order() {
+    let f = Fleet::start(
+        "order",
+        &(sleeper("first") + &sleeper("second") + &sleeper("third")),
+    );
+    let mut f = f;
+    for n in ["first", "second", "third"] {
+        f.wait_running(n);
+    }
+    let pids = f.pids();
+    let (status, err) = f.terminate();
+    assert!(status.success(), "{status}: {err}");
+    assert!(pids.iter().all(|&p| !alive(p)), "{pids:?}");
+    let pos = |n: &str| {
+        err.find(&format!("{n} exited"))
+            .unwrap_or_else(|| panic!("no exit of {n} in: {err}"))
+    };
+    assert!(
+        pos("third") < pos("second") && pos("second") < pos("first"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reload_applies_only_the_differences() {
+    let toml = sleeper("keep") + &sleeper("change") + &sleeper("drop");
+    let mut f = Fleet::start("reload", &toml);
+    let keep = f.wait_running("keep");
+    let change = f.wait_running("change");
+    let drop_pid = f.wait_running("drop");
+
+    let changed = format!(
+        "{}[[program]]\nname = \"change\"\ncommand = \"sleep\"\nargs = [\"301\"]\n{}",
+        sleeper("keep"),
+        sleeper("new")
+    );
+    std::fs::write(&f.file, changed).unwrap();
+    let out = f.cli(&["reload", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["added"], serde_json::json!(["new"]));
+    assert_eq!(r["removed"], serde_json::json!(["drop"]));
+    assert_eq!(r["changed"], serde_json::json!(["change"]));
+    f.wait_running("new");
+    let c2 = f.wait_running("change");
+    assert_ne!(c2, change);
+    assert_eq!(
+        f.pid_of("keep"),
+        Some(keep),
+        "an unchanged program keeps running"
+    );
+    assert!(f.program("drop").is_none());
+    assert!(!alive(drop_pid));
+
+    // SIGHUP does the same; a broken file changes nothing and says why.
+    std::fs::write(&f.file, sleeper("keep")).unwrap();
+    signal(f.child.id() as i32, libc_sig::HUP);
+    f.wait_for("the reload by SIGHUP", |f| f.program("new").is_none());
+    assert_eq!(f.pid_of("keep"), Some(keep));
+    std::fs::write(&f.file, "[[program]]\nname = 3\n").unwrap();
+    let out = f.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing changed") && err.contains(":2:8:"),
+        "{err}"
+    );
+    assert_eq!(f.pid_of("keep"), Some(keep));
+}
+
+#[test]
+fn sigkill_of_procvisor_leaves_no_survivors() {
+    let toml = format!(
+        "{}{}[[program]]\nname = \"many\"\ncommand = \"sleep\"\nargs = [\"300\"]\nnumprocs = 3\n",
+        sleeper("a"),
+        sleeper("b")
+    );
+    let mut f = Fleet::start("sigkill", &toml);
+    for n in ["a", "b", "many.0", "many.1", "many.2"] {
+        f.wait_running(n);
+    }
+    let pids = f.pids();
+    assert_eq!(pids.len(), 5);
+    signal(f.child.id() as i32, libc_sig::KILL);
+    let start = Instant::now();
+    while pids.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let survivors: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(
+        survivors.is_empty(),
+        "alive 1 s after SIGKILL: {survivors:?}"
+    );
+}
+
+#[test]
+fn a_second_fleet_on_the_same_socket_is_refused() {
+    let f = Fleet::start("twice", &sleeper("a"));
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            f.file.to_str().unwrap(),
+            "--socket",
+            f.socket.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another running procvisor"), "{err}");
+    // The first one is unharmed.
+    assert!(f.try_status().is_some());
+}
+
+#[test]
+fn bad_clients_do_not_stop_the_fleet_from_answering_others() {
+    let mut f = Fleet::start("clients", &sleeper("a"));
+    f.wait_running("a");
+    let ask = |raw: &[u8]| -> String {
+        let mut s = UnixStream::connect(&f.socket).unwrap();
+        s.write_all(raw).unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        reply
+    };
+    assert!(ask(b"{\"cmd\":\"explode\"}\n").contains("malformed request"));
+    assert!(ask(b"\x00\x01\x02 garbage\n").contains("\"ok\":false"));
+    assert!(ask(&[b'x'; 70_000]).contains("longer than"));
+
+    // Clients that connect and stall, and a flood of connections: status still answers.
+    let stalled: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&f.socket).unwrap())
+        .collect();
+    let flood: Vec<UnixStream> = (0..200)
+        .filter_map(|_| UnixStream::connect(&f.socket).ok())
+        .collect();
+    let start = Instant::now();
+    assert!(f.try_status().is_some(), "status under a flood");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    drop(flood);
+    drop(stalled);
+    // A client that hangs up mid-stream does not disturb anything either.
+    let mut s = UnixStream::connect(&f.socket).unwrap();
+    s.write_all(b"{\"cmd\":\"events\",\"follow\":true}\n")
+        .unwrap();
+    let mut first = [0u8; 8];
+    s.read_exact(&mut first).unwrap();
+    drop(s);
+    assert!(f.try_status().is_some());
+}
+
+#[test]
+fn readiness_tells_starting_from_running() {
+    // A port nothing listens on: the program stays "starting".
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let toml = format!(
+        "[[program]]\nname = \"waits\"\ncommand = \"sleep\"\nargs = [\"300\"]\nready = {{ tcp = \"127.0.0.1:{port}\" }}\n\n[[program]]\nname = \"notifies\"\ncommand = \"{BIN}\"\nargs = [\"demo\", \"steady\"]\nready = \"notify\"\n"
+    );
+    let mut f = Fleet::start("ready", &toml);
+    f.wait_for("waits started", |f| {
+        f.program("waits")
+            .is_some_and(|p| p["state"] == "starting" && p["pid"].is_i64())
+    });
+    f.wait_running("notifies");
+    // Now something listens: it becomes running.
+    let _listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    f.wait_running("waits");
+}
+
+#[test]
+fn events_and_logs_stream_from_the_fleet() {
+    let toml = "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"talker\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo one; echo two; echo three; exec sleep 300\"]\n";
+    let mut f = Fleet::start("streams", toml);
+    f.wait_running("talker");
+    f.wait_for("three lines logged", |f| {
+        std::fs::read_to_string(f.scratch.path("logs/talker.stdout.log"))
+            .is_ok_and(|s| s.lines().count() == 3)
+    });
+    let out = f.cli(&["logs", "talker", "-n", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+    let out = f.cli(&["events", "--json"]);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "started" && e["path"].as_str().unwrap().ends_with("/talker")),
+        "{events:?}"
+    );
+    let out = f.cli(&["logs", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_client_without_a_fleet_gets_one_line_and_code_1() {
+    let s = Scratch::new("nofleet");
+    let out = Command::new(BIN)
+        .args(["--socket", s.path("none.sock").to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach a fleet"), "{err}");
+    let _ = Path::new(&s.0);
+}
