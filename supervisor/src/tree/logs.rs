@@ -75,8 +75,15 @@ impl Output {
 
 /// A log file rotated by size: when a write would take it past `max_bytes`, `path` becomes
 /// `path.1`, `path.1` becomes `path.2`, and so on up to `path.<keep>`; the oldest goes.
-/// Rotation falls between lines, so a line is never split across two files unless it is
-/// longer than `max_bytes` or 64 KiB (see the module docs).
+///
+/// Rotation falls between lines: a line that would take the file past `max_bytes` starts
+/// the next file, wherever the child's writes or the pipe's reads cut it. Until its newline
+/// comes, the start of a line is held back (at most 64 KiB of it), and it is written as it
+/// is at the end of the stream if the newline never comes. A line longer than `max_bytes`
+/// or 64 KiB (a progress bar drawn with `\r`, a stream with no newlines) is not held: it
+/// starts a fresh file and is written as it arrives, filling each file to `max_bytes`, so
+/// it is split across files. That way memory and every file's size stay bounded whatever
+/// the child writes.
 ///
 /// Defaults: 10 MiB, keep 5 (supervisord's `50MB` / `10` are sized for a few programs per
 /// host; a library may run many).
