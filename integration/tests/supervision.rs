@@ -518,6 +518,116 @@ fn command_output_goes_to_size_rotated_logs() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn command_output_lines_are_never_split_by_rotation() {
+    let dir = temp_dir("whole-lines");
+    // About 105 kB in 32- to 35-byte lines: some 380 files, none of them dropped. A file
+    // holds 8 lines and has room left for a line's first half, not for the whole line: a
+    // rotation between a read that ends after the first half and the next read would split
+    // the line (as it did before lines were held back).
+    const MAX: u64 = 300;
+    let log = LogFile::new(dir.join("out.log")).max_bytes(MAX).keep(512);
+    // Each line in two writes. Every 13th line, an external command between the halves
+    // (a millisecond or so) lets the pump catch up and read the first half alone: without
+    // it, the pipe fills and the few large reads rarely end mid-line. 13 is prime to the 8
+    // lines a file holds, so those reads find the file at every fill, the full one too.
+    let script = "i=0; while [ $i -lt 3000 ]; do printf line-$i-; \
+                  [ $((i % 13)) -eq 0 ] && env true; \
+                  echo xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done";
+    let spec = Spec::new("lines").child(
+        ChildSpec::command(
+            "writer",
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(Output::File(log)),
+        )
+        .restart(RestartType::Transient),
+    );
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let exit = expect(&events, "the writer's exit", |e| {
+        child_is(e, "writer") && matches!(e.kind, EventKind::Exited { .. })
+    });
+    let all: Vec<String> = (0..3000)
+        .map(|i| format!("line-{i}-xxxxxxxxxxxxxxxxxxxxxxxx"))
+        .collect();
+    // The pump finishes shortly after the exit; the last line is its last write.
+    let last = format!("{}\n", all[all.len() - 1]);
+    assert!(
+        wait_until(DEADLINE, || {
+            std::fs::read_to_string(dir.join("out.log")).is_ok_and(|s| s.ends_with(&last))
+        }),
+        "the last line never reached out.log ({exit:?})"
+    );
+    // Oldest first: out.log.<n> … out.log.1, out.log.
+    let mut files: Vec<PathBuf> = (1..=512)
+        .rev()
+        .map(|n| dir.join(format!("out.log.{n}")))
+        .filter(|f| f.exists())
+        .collect();
+    files.push(dir.join("out.log"));
+    assert!(files.len() > 300, "only {} files", files.len());
+    assert!(!dir.join("out.log.512").exists(), "no file was dropped");
+    let mut lines = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            text.len() as u64 <= MAX && text.ends_with('\n'),
+            "{} holds a partial line or is too big: {text:?}",
+            f.display()
+        );
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    // Every file ends at a line end, so no line straddles two; and all are there, in order.
+    assert_eq!(lines.len(), all.len());
+    if let Some(i) = (0..all.len()).find(|&i| lines[i] != all[i]) {
+        panic!("line {i} is {:?}, not {:?}", lines[i], all[i]);
+    }
+    drop(tree);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn replicas_write_their_own_log_files() {
+    let dir = temp_dir("replicas");
+    let log = LogFile::new(dir.join("w.log"));
+    let spec = Spec::new("reps").child(
+        ChildSpec::command(
+            "w",
+            Command::new("sh")
+                .args(["-c", "echo started $$; exec sleep 3600"])
+                .stdout(Output::File(log.clone()))
+                .stderr(Output::File(log)),
+        )
+        .replicas(2)
+        .backoff(Backoff::none()),
+    );
+    let tree = spec.start().unwrap();
+    let file = |i: usize| dir.join(format!("w.{i}.log"));
+    let started = |i: usize| std::fs::read_to_string(file(i)).is_ok_and(|s| s.ends_with('\n'));
+    assert!(wait_until(DEADLINE, || started(0) && started(1)));
+    // A replica added by scaling gets a file of its own too, not replica 0's.
+    tree.scale("w", 3).unwrap();
+    assert!(wait_until(DEADLINE, || started(2)));
+    let pids = pids(&tree);
+    for i in 0..3 {
+        // `sh` execs `sleep`: the pid it printed is the replica's.
+        let pid = pids[&format!("w.{i}")];
+        assert_eq!(
+            std::fs::read_to_string(file(i)).unwrap(),
+            format!("started {pid}\n"),
+            "{} holds another replica's output",
+            file(i).display()
+        );
+    }
+    assert!(
+        !dir.join("w.log").exists(),
+        "no replica writes the group's file"
+    );
+    assert_eq!(tree.stop(), Outcome::Stopped);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("procvisor-sup-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);

@@ -498,7 +498,9 @@ impl ChildSpec {
     }
 
     /// Makes this spec a group of `n` identical children, named `name.0` … `name.<n-1>`,
-    /// that [`Tree::scale`] grows and shrinks.
+    /// that [`Tree::scale`] grows and shrinks. A command's [`Output::File`] is one file per
+    /// replica, its index before the extension (`w.log` → `w.0.log`, `w.1.log`, …), so that
+    /// replicas never write or rotate one file together.
     ///
     /// ```
     /// let s = procvisor::tree::ChildSpec::command("w", procvisor::tree::Command::new("true"))

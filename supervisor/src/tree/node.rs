@@ -185,7 +185,7 @@ impl Node {
             Some(n) => (0..n)
                 .map(|i| {
                     let group = spec.name.clone();
-                    self.add_slot(format!("{group}.{i}"), spec.clone(), Some(group))
+                    self.add_slot(format!("{group}.{i}"), spec.for_replica(i), Some(group))
                 })
                 .collect(),
         }
@@ -1307,7 +1307,7 @@ impl Handler<Scale> for Node {
                 .map(|k| {
                     self.add_slot(
                         format!("{group}.{k}"),
-                        template.clone(),
+                        template.for_replica(k),
                         Some(group.clone()),
                     )
                 })
