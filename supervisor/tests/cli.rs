@@ -491,7 +491,7 @@ fn readiness_tells_starting_from_running() {
 
 #[test]
 fn events_and_logs_stream_from_the_fleet() {
-    let toml = "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"talker\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo one; echo two; echo three; exec sleep 300\"]\n";
+    let toml = "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"talker\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo one; echo two; echo three; exec sleep 300\"]\n[[program]]\nname = \"many\"\nnumprocs = 2\ncommand = \"sh\"\nargs = [\"-c\", \"echo hi from $$; exec sleep 300\"]\n";
     let mut f = Fleet::start("streams", toml);
     f.wait_running("talker");
     f.wait_for("three lines logged", |f| {
@@ -514,6 +514,20 @@ fn events_and_logs_stream_from_the_fleet() {
     );
     let out = f.cli(&["logs", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
+
+    // Replicas log to their own files, and `logs` asks for one of them.
+    let pid1 = f.wait_running("many.1");
+    f.wait_for("many.1 logged", |f| {
+        f.cli(&["logs", "many.1"]).stdout.starts_with(b"hi from")
+    });
+    let out = f.cli(&["logs", "many.1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("hi from {pid1}\n")
+    );
+    let out = f.cli(&["logs", "many"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("many.0"));
 }
 
 #[test]

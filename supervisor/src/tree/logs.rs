@@ -153,7 +153,12 @@ impl LogFile {
 
     /// The log of replica `i`, same size and count: see [`LogFile::file`]. Made from a
     /// replica's log, it is the group's log of replica `i` again.
-    pub(crate) fn for_replica(&self, i: usize) -> LogFile {
+    ///
+    /// ```
+    /// let log = procvisor::tree::LogFile::new("/var/log/worker.log");
+    /// assert_eq!(log.for_replica(2).file().to_str(), Some("/var/log/worker.2.log"));
+    /// ```
+    pub fn for_replica(&self, i: usize) -> LogFile {
         LogFile {
             replica: Some(u32::try_from(i).expect("a group has fewer than 2^32 replicas")),
             ..self.clone()
@@ -162,7 +167,13 @@ impl LogFile {
 
     /// The file written: `path`, or for replica `i`, `dir/stem.i.ext` beside it
     /// (`worker.log` → `worker.0.log`, `worker` → `worker.0`).
-    fn file(&self) -> PathBuf {
+    ///
+    /// ```
+    /// let log = procvisor::tree::LogFile::new("worker");
+    /// assert_eq!(log.file().to_str(), Some("worker"));
+    /// assert_eq!(log.for_replica(0).file().to_str(), Some("worker.0"));
+    /// ```
+    pub fn file(&self) -> PathBuf {
         let Some(i) = self.replica else {
             return self.path.clone();
         };

@@ -632,22 +632,12 @@ fn log_path(fleet: &Fleet, name: &str, which: Stream) -> Result<PathBuf, String>
     })?;
     match (program.numprocs, replica) {
         (None, None) => Ok(log.path().to_owned()),
-        (Some(n), Some(i)) if i < n => Ok(replica_log(log.path(), i)),
+        (Some(n), Some(i)) if i < n => Ok(log.for_replica(i).file()),
         (Some(n), None) => Err(format!(
             "{name:?} runs {n} replicas, each with its own log: name one, as {name}.0"
         )),
         _ => Err(format!("no program named {name:?}")),
     }
-}
-
-// TODO(logs branch): LogFile::for_replica
-fn replica_log(path: &Path, i: usize) -> PathBuf {
-    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}.{i}.{}", ext.to_string_lossy()),
-        None => format!("{stem}.{i}"),
-    };
-    path.with_file_name(name)
 }
 
 /// Reads a log file from its last `lines` lines on, following rotation.
