@@ -357,7 +357,7 @@ impl ManagerClient {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, ManagerError>,
     ) -> Result<R, ManagerError> {
-        let me = std::process::id();
+        let me = crate::sys::current_pid();
         let cached = CONNECTIONS.with(|m| {
             let mut m = m.borrow_mut();
             // A `fork` child's inherited entries are its parent's: dropped (this closes
