@@ -88,7 +88,8 @@ impl Kind {
                     id: 1,
                     op: wire::Op::MapGet(key),
                 })?,
-                frame(&Ok::<_, ()>(wire::Reply::Maybe(Some(bytes(i)?))))?,
+                // The dict holds `k -> k`: the answer carries the key's own bytes.
+                frame(&Ok::<_, ()>(wire::Reply::Maybe(Some(bytes(i % KEYS)?))))?,
             ),
         };
         Ok((request, answer.len()))
