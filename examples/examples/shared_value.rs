@@ -78,8 +78,8 @@ fn func((n, a): (Value<f64>, Array<i32>)) {
     n.set(3.333).unwrap();
     let mut a = a.get_lock().unwrap();
     for i in 0..a.len() {
-        let x = a.get(i);
-        a.set(i, -x);
+        let x = a.get(i).expect("i < len");
+        a.set(i, -x).expect("i < len");
     }
 }
 

@@ -34,8 +34,8 @@ fn change((num, arr): (Value<f64>, Array<i32>)) {
     num.set(3.333).unwrap();
     let mut g = arr.get_lock().unwrap();
     for i in 0..g.len() {
-        let v = g.get(i);
-        g.set(i, -v);
+        let v = g.get(i).unwrap();
+        g.set(i, -v).unwrap();
     }
 }
 
@@ -50,6 +50,45 @@ fn a_child_changes_a_value_and_an_array_the_parent_sees() {
         p.join(None).unwrap();
         assert_eq!(num.get().unwrap(), 3.333);
         assert_eq!(arr.to_vec().unwrap(), [0, -1, -2, -3, -4, -5], "{m}");
+    }
+}
+
+/// Indexes at and past the end, through the array and through its guard: each call's
+/// `(index, len)` error, or `None` where a call wrongly succeeded.
+fn index_past_the_end(arr: Array<i32>) -> Vec<Option<(usize, usize)>> {
+    let of = |e: procvisor::synchronize::SyncError| e.index_out_of_range();
+    let len = arr.len();
+    let mut seen = vec![
+        arr.get(len).err().and_then(of),
+        arr.set(len, -1).err().and_then(of),
+        arr.set(usize::MAX, -1).err().and_then(of),
+    ];
+    let mut g = arr.get_lock().unwrap();
+    seen.push(g.get(len).err());
+    seen.push(g.set(len + 1, -1).err());
+    seen.push(g.set(usize::MAX, -1).err());
+    seen.into_iter()
+        .map(|e| e.map(|e| (e.index, e.len)))
+        .collect()
+}
+
+#[test]
+fn an_array_index_out_of_range_is_an_error_that_touches_nothing() {
+    for m in METHODS {
+        for initial in [&[0i32, 1, 2, 3, 4, 5][..], &[]] {
+            let arr = Array::new(initial).unwrap();
+            let n = initial.len();
+            let mut p = Process::new(index_past_the_end, arr.clone()).with_start_method(m);
+            p.start().unwrap();
+            p.join(Some(Duration::from_secs(20))).unwrap();
+            assert_eq!(p.exitcode().unwrap(), Some(0), "{m}: no panic in the child");
+            let want = [n, n, usize::MAX, n, n + 1, usize::MAX].map(|i| Some((i, n)));
+            assert_eq!(p.result().unwrap(), want, "{m}");
+            assert_eq!(arr.to_vec().unwrap(), initial, "{m}: the data is untouched");
+            // The guard was dropped on the error paths: the lock is free for the parent.
+            let g = arr.get_lock().unwrap();
+            assert_eq!(g.to_vec(), initial, "{m}");
+        }
     }
 }
 
@@ -119,16 +158,16 @@ fn inside_with_permit((sem, stats): (procvisor::Semaphore, Array<i64>)) {
         assert!(sem.acquire(Some(Duration::from_secs(20))).unwrap());
         {
             let mut g = stats.get_lock().unwrap();
-            let inside = g.get(0) + 1;
-            g.set(0, inside);
-            let most = g.get(1).max(inside);
-            g.set(1, most);
+            let inside = g.get(0).unwrap() + 1;
+            g.set(0, inside).unwrap();
+            let most = g.get(1).unwrap().max(inside);
+            g.set(1, most).unwrap();
         }
         std::thread::sleep(Duration::from_millis(1));
         {
             let mut g = stats.get_lock().unwrap();
-            let inside = g.get(0) - 1;
-            g.set(0, inside);
+            let inside = g.get(0).unwrap() - 1;
+            g.set(0, inside).unwrap();
         }
         sem.release().unwrap();
     }

@@ -22,7 +22,7 @@ impl<T: Clone> PerProcess<T> {
     }
 
     pub(crate) fn get_or_init(&self, init: impl FnOnce() -> T) -> T {
-        let me = std::process::id();
+        let me = crate::sys::current_pid();
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         match &*slot {
             Some((pid, value)) if *pid == me => value.clone(),

@@ -56,21 +56,94 @@ const MAGIC: u64 = u64::from_le_bytes(*b"pvsync01");
 /// Where a value's data starts: after the header, on its own cache line.
 const DATA_OFFSET: usize = size_of::<SyncHeader>().next_multiple_of(64);
 
-/// Creating or opening a shared object failed.
+/// A shared-object call failed: creating or opening the memory, or (for [`Array::get`]
+/// and [`Array::set`]) an index past the end.
+///
+/// ```
+/// let a = procvisor::Array::new(&[1u8, 2])?;
+/// let e = a.get(2).unwrap_err();
+/// assert_eq!(e.index_out_of_range().map(|e| (e.index, e.len)), Some((2, 2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
-pub struct SyncError(Errno);
+pub struct SyncError(SyncErrorKind);
+
+#[derive(Debug)]
+enum SyncErrorKind {
+    Os(Errno),
+    Index(IndexOutOfRange),
+}
+
+impl SyncError {
+    fn os(e: Errno) -> SyncError {
+        SyncError(SyncErrorKind::Os(e))
+    }
+
+    /// The index and length, when the call named an element past the array's end (and
+    /// touched nothing).
+    pub fn index_out_of_range(&self) -> Option<IndexOutOfRange> {
+        match self.0 {
+            SyncErrorKind::Index(e) => Some(e),
+            SyncErrorKind::Os(_) => None,
+        }
+    }
+}
 
 impl fmt::Display for SyncError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "shared memory operation failed: {}", self.0.desc())
+        match &self.0 {
+            SyncErrorKind::Os(e) => write!(f, "shared memory operation failed: {}", e.desc()),
+            SyncErrorKind::Index(e) => fmt::Display::fmt(e, f),
+        }
     }
 }
 
 impl std::error::Error for SyncError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match &self.0 {
+            SyncErrorKind::Os(e) => Some(e),
+            SyncErrorKind::Index(e) => Some(e),
+        }
     }
 }
+
+impl From<IndexOutOfRange> for SyncError {
+    fn from(e: IndexOutOfRange) -> SyncError {
+        SyncError(SyncErrorKind::Index(e))
+    }
+}
+
+/// An [`Array`] index at or past its length (Python's `IndexError: array index out of
+/// range`). The call that returns it has read and written nothing.
+///
+/// ```
+/// use procvisor::synchronize::IndexOutOfRange;
+///
+/// let a = procvisor::Array::new(&[7i32, 8, 9])?;
+/// let mut g = a.get_lock().unwrap();
+/// assert_eq!(g.set(3, 0), Err(IndexOutOfRange { index: 3, len: 3 }));
+/// assert_eq!(g.get(2), Ok(9));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexOutOfRange {
+    /// The index asked for.
+    pub index: usize,
+    /// The array's length.
+    pub len: usize,
+}
+
+impl fmt::Display for IndexOutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "array index {} out of range for length {}",
+            self.index, self.len
+        )
+    }
+}
+
+impl std::error::Error for IndexOutOfRange {}
 
 /// An `acquire` that did not simply succeed.
 pub enum AcquireError<G> {
@@ -142,13 +215,13 @@ impl Shared {
     }
 
     fn create_with(data_len: usize, recursive: bool) -> Result<Arc<Shared>, SyncError> {
-        let region =
-            Region::create(c"procvisor-sync", DATA_OFFSET + data_len.max(1)).map_err(SyncError)?;
+        let region = Region::create(c"procvisor-sync", DATA_OFFSET + data_len.max(1))
+            .map_err(SyncError::os)?;
         let h: &SyncHeader = region.header();
         if recursive {
-            h.mutex.init_recursive().map_err(SyncError)?;
+            h.mutex.init_recursive().map_err(SyncError::os)?;
         } else {
-            h.mutex.init().map_err(SyncError)?;
+            h.mutex.init().map_err(SyncError::os)?;
         }
         h.data_len.store(data_len as u64, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
@@ -601,7 +674,7 @@ impl Semaphore {
     fn create(value: u32, bound: Option<u32>, tracked: bool) -> Result<Semaphore, SyncError> {
         let shared = Shared::create((S_SLOTS + 3 * HOLDER_SLOTS) * size_of::<u64>())?;
         {
-            let (g, _) = shared.header().mutex.lock().map_err(SyncError)?;
+            let (g, _) = shared.header().mutex.lock().map_err(SyncError::os)?;
             let flags = if tracked { TRACKED } else { 0 };
             shared.region.write_pod(&g, DATA_OFFSET, S_FLAGS, flags);
         }
@@ -1098,7 +1171,7 @@ impl Barrier {
             // A party died holding the lock: what it was doing cannot be trusted, so the
             // barrier breaks (the others are woken below by the caller's break).
             Err(AcquireError::OwnerDied(mut g)) => {
-                g.set(B_BROKEN, 1);
+                g.put(B_BROKEN, 1);
                 g
             }
             // Only EINVAL-class failures are left, which a mutex initialised at creation
@@ -1114,10 +1187,10 @@ impl Barrier {
     }
 
     fn break_locked(&self, g: &mut ArrayGuard<'_, u64>) {
-        g.set(B_BROKEN, 1);
-        g.set(B_COUNT, 0);
+        g.put(B_BROKEN, 1);
+        g.put(B_COUNT, 0);
         for i in 0..self.parties() {
-            g.set(B_PIDS + i, 0);
+            g.put(B_PIDS + i, 0);
         }
         self.word().fetch_add(1, Ordering::SeqCst);
         futex_wake(self.word(), i32::MAX);
@@ -1149,39 +1222,39 @@ impl Barrier {
         let me = std::process::id() as u64;
         let (index, released) = {
             let mut g = self.guard();
-            if g.get(B_BROKEN) != 0 {
+            if g.at(B_BROKEN) != 0 {
                 self.break_locked(&mut g);
                 return Err(BrokenBarrierError);
             }
-            let index = g.get(B_COUNT) as usize;
-            let released = g.get(B_RELEASED);
+            let index = g.at(B_COUNT) as usize;
+            let released = g.at(B_RELEASED);
             if index + 1 == self.parties() {
                 action();
-                g.set(B_COUNT, 0);
+                g.put(B_COUNT, 0);
                 for i in 0..self.parties() {
-                    g.set(B_PIDS + i, 0);
+                    g.put(B_PIDS + i, 0);
                 }
-                g.set(B_RELEASED, released + 1);
+                g.put(B_RELEASED, released + 1);
                 self.word().fetch_add(1, Ordering::SeqCst);
                 futex_wake(self.word(), i32::MAX);
                 return Ok(index);
             }
-            g.set(B_COUNT, index as u64 + 1);
-            g.set(B_PIDS + index, me);
+            g.put(B_COUNT, index as u64 + 1);
+            g.put(B_PIDS + index, me);
             (index, released)
         };
         loop {
             let seen = self.word().load(Ordering::SeqCst);
             {
                 let mut g = self.guard();
-                if g.get(B_RELEASED) > released {
+                if g.at(B_RELEASED) > released {
                     return Ok(index);
                 }
-                if g.get(B_BROKEN) != 0 {
+                if g.at(B_BROKEN) != 0 {
                     self.break_locked(&mut g);
                     return Err(BrokenBarrierError);
                 }
-                let dead = (0..self.parties()).map(|i| g.get(B_PIDS + i)).any(|pid| {
+                let dead = (0..self.parties()).map(|i| g.at(B_PIDS + i)).any(|pid| {
                     pid != 0
                         && pid != me
                         && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
@@ -1224,10 +1297,10 @@ impl Barrier {
     /// [`BrokenBarrierError`].
     pub fn reset(&self) {
         let mut g = self.guard();
-        if g.get(B_COUNT) > 0 {
+        if g.at(B_COUNT) > 0 {
             self.break_locked(&mut g);
         }
-        g.set(B_BROKEN, 0);
+        g.put(B_BROKEN, 0);
     }
 }
 
@@ -1355,6 +1428,25 @@ impl<'de> Deserialize<'de> for Event {
 
 /// `N` numbers in shared memory, with a lock: Python's `multiprocessing.Array` (and, with
 /// one element, [`Value`]).
+///
+/// # Indexing
+///
+/// Every method that takes an index — [`get`](Array::get) and [`set`](Array::set) here,
+/// [`ArrayGuard::get`] and [`ArrayGuard::set`] under the lock — checks it first: an index
+/// at or past [`len`](Array::len) is an [`IndexOutOfRange`] error (Python's `IndexError`),
+/// and no shared memory is read or written. Nothing panics. There is no `a[i]` (`Index`)
+/// on purpose: other processes write these elements, so procvisor hands out copies, never
+/// a `&T` into the shared memory.
+///
+/// ```
+/// let a = procvisor::Array::new(&[1i32, 2, 3])?;
+/// a.set(0, -1)?; // a[0] = -1
+/// assert_eq!(a.get(0)?, -1);
+/// let err = a.set(3, 4).unwrap_err();
+/// assert_eq!(err.to_string(), "array index 3 out of range for length 3");
+/// assert_eq!(a.to_vec()?, [-1, 2, 3]); // untouched
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Array<T: Pod> {
     shared: Arc<Shared>,
     len: usize,
@@ -1403,38 +1495,67 @@ impl<T: Pod> ArrayGuard<'_, T> {
         self.array.len == 0
     }
 
-    /// Element `i`.
+    /// Element `i` (Python's `a[i]` inside `with a.get_lock():`), or
+    /// [`IndexOutOfRange`] when `i >= len()`, reading nothing.
     ///
-    /// # Panics
-    ///
-    /// When `i` is out of bounds.
-    pub fn get(&self, i: usize) -> T {
-        assert!(
-            i < self.array.len,
-            "index {i} out of bounds ({})",
-            self.array.len
-        );
-        self.array
+    /// ```
+    /// let a = procvisor::Array::new(&[5u16, 6])?;
+    /// let g = a.get_lock().unwrap();
+    /// assert_eq!(g.get(1), Ok(6));
+    /// assert!(g.get(2).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self, i: usize) -> Result<T, IndexOutOfRange> {
+        self.array.check(i)?;
+        Ok(self
+            .array
             .shared
             .region
-            .read_pod(&self.locked, DATA_OFFSET, i)
+            .read_pod(&self.locked, DATA_OFFSET, i))
     }
 
-    /// Sets element `i`.
+    /// Sets element `i` (Python's `a[i] = value`), or returns [`IndexOutOfRange`] when
+    /// `i >= len()`, writing nothing.
     ///
-    /// # Panics
-    ///
-    /// When `i` is out of bounds.
-    pub fn set(&mut self, i: usize, value: T) {
-        assert!(
-            i < self.array.len,
-            "index {i} out of bounds ({})",
-            self.array.len
-        );
+    /// ```
+    /// let a = procvisor::Array::new(&[0i64; 2])?;
+    /// let mut g = a.get_lock().unwrap();
+    /// g.set(1, -4)?;
+    /// assert!(g.set(2, 9).is_err()); // nothing written
+    /// drop(g);
+    /// assert_eq!(a.to_vec()?, [0, -4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&mut self, i: usize, value: T) -> Result<(), IndexOutOfRange> {
+        self.array.check(i)?;
         self.array
             .shared
             .region
-            .write_pod(&self.locked, DATA_OFFSET, i, value)
+            .write_pod(&self.locked, DATA_OFFSET, i, value);
+        Ok(())
+    }
+
+    /// A copy of every element.
+    ///
+    /// ```
+    /// let a = procvisor::Array::new(&[1u8, 2, 3])?;
+    /// assert_eq!(a.get_lock().unwrap().to_vec(), [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len()).map(|i| self.at(i)).collect()
+    }
+
+    /// Element `i`, for an index procvisor's own code knows is in range.
+    fn at(&self, i: usize) -> T {
+        self.get(i)
+            .expect("procvisor indexes its own arrays within their length")
+    }
+
+    /// Sets element `i`, for an index procvisor's own code knows is in range.
+    fn put(&mut self, i: usize, value: T) {
+        self.set(i, value)
+            .expect("procvisor indexes its own arrays within their length")
     }
 }
 
@@ -1454,11 +1575,11 @@ impl<T: Pod> Array<T> {
         };
         {
             let mut g = array.get_lock().map_err(|e| match e {
-                AcquireError::Os(e) => SyncError(e),
-                AcquireError::OwnerDied(_) => SyncError(Errno::EOWNERDEAD),
+                AcquireError::Os(e) => SyncError::os(e),
+                AcquireError::OwnerDied(_) => SyncError::os(Errno::EOWNERDEAD),
             })?;
             for (i, v) in values.iter().enumerate() {
-                g.set(i, *v);
+                g.put(i, *v);
             }
         }
         Ok(array)
@@ -1481,7 +1602,7 @@ impl<T: Pod> Array<T> {
     /// let a = procvisor::Array::new(&[0u8; 4])?;
     /// let mut g = a.get_lock().unwrap();
     /// for i in 0..g.len() {
-    ///     g.set(i, i as u8 * 2);
+    ///     g.set(i, i as u8 * 2)?;
     /// }
     /// drop(g);
     /// assert_eq!(a.to_vec()?, [0, 2, 4, 6]);
@@ -1503,10 +1624,56 @@ impl<T: Pod> Array<T> {
 
     /// A copy of every element, read under the lock (recovering it from a dead holder).
     pub fn to_vec(&self) -> Result<Vec<T>, SyncError> {
-        let g = self
-            .get_lock()
-            .or_else(|e| e.into_guard().ok_or(SyncError(Errno::EIO)))?;
-        Ok((0..self.len).map(|i| g.get(i)).collect())
+        Ok(self.lock_recovering()?.to_vec())
+    }
+
+    /// Element `i`, read under the lock (Python's `a[i]`); an index at or past
+    /// [`len`](Array::len) is an error ([`SyncError::index_out_of_range`]) that touches
+    /// nothing. To read several elements consistently, hold [`get_lock`](Array::get_lock).
+    ///
+    /// ```
+    /// let a = procvisor::Array::new(&[10i32, 20, 30])?;
+    /// assert_eq!(a.get(2)?, 30);
+    /// assert!(a.get(3).unwrap_err().index_out_of_range().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self, i: usize) -> Result<T, SyncError> {
+        self.check(i)?;
+        Ok(self.lock_recovering()?.get(i)?)
+    }
+
+    /// Sets element `i` under the lock (Python's `a[i] = value`); an index at or past
+    /// [`len`](Array::len) is an error ([`SyncError::index_out_of_range`]) that writes
+    /// nothing.
+    ///
+    /// ```
+    /// let a = procvisor::Array::new(&[0u32; 3])?;
+    /// a.set(1, 7)?;
+    /// assert!(a.set(3, 9).is_err());
+    /// assert_eq!(a.to_vec()?, [0, 7, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self, i: usize, value: T) -> Result<(), SyncError> {
+        self.check(i)?;
+        Ok(self.lock_recovering()?.set(i, value)?)
+    }
+
+    fn check(&self, i: usize) -> Result<(), IndexOutOfRange> {
+        if i < self.len {
+            Ok(())
+        } else {
+            Err(IndexOutOfRange {
+                index: i,
+                len: self.len,
+            })
+        }
+    }
+
+    /// The lock, taken over from a dead holder if need be: for a single read or write,
+    /// which a half-done change of the dead holder's cannot make worse.
+    fn lock_recovering(&self) -> Result<ArrayGuard<'_, T>, SyncError> {
+        self.get_lock()
+            .or_else(|e| e.into_guard().ok_or(SyncError::os(Errno::EIO)))
     }
 }
 
@@ -1580,7 +1747,7 @@ impl<T: Pod> DerefMut for ValueGuard<'_, T> {
 
 impl<T: Pod> Drop for ValueGuard<'_, T> {
     fn drop(&mut self) {
-        self.inner.set(0, self.value);
+        self.inner.put(0, self.value);
     }
 }
 
@@ -1598,7 +1765,7 @@ impl<T: Pod> Value<T> {
 
     /// Reads the number under its lock (Python's `v.value`).
     pub fn get(&self) -> Result<T, SyncError> {
-        Ok(self.0.to_vec()?[0])
+        self.0.get(0)
     }
 
     /// Writes the number under its lock (Python's `v.value = x`).
@@ -1610,12 +1777,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set(&self, value: T) -> Result<(), SyncError> {
-        let mut g = self
-            .0
-            .get_lock()
-            .or_else(|e| e.into_guard().ok_or(SyncError(Errno::EIO)))?;
-        g.set(0, value);
-        Ok(())
+        self.0.set(0, value)
     }
 
     /// Takes the lock for a read-modify-write (Python's `with v.get_lock(): v.value += 1`).
@@ -1628,7 +1790,7 @@ impl<T: Pod> Value<T> {
     /// ```
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
         fn wrap<T: Pod>(inner: ArrayGuard<'_, T>) -> ValueGuard<'_, T> {
-            let value = inner.get(0);
+            let value = inner.at(0);
             ValueGuard { inner, value }
         }
         match self.0.get_lock() {

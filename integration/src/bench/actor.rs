@@ -23,7 +23,7 @@ use procvisor::mailbox::{self, Call, Mailbox};
 use crate::connection::{
     END_DEADLINE, Kind, METHOD, PinSelf, Placement, PvChild, Small, TEXT, pin,
 };
-use crate::measure;
+use crate::measure::{self, Side};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -116,7 +116,7 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
             Ok::<_, String>((values, conn_values))
         })
     });
-    let conn_end = conn.as_mut().map_or(Ok(()), PvChild::end);
+    let conn_end = conn.as_mut().map_or(Ok(()), Side::end);
     let actor_end = finish(&process);
     let (values, conn_values) = measured?;
     actor_end?;

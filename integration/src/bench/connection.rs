@@ -49,7 +49,7 @@ use procvisor::{Process, StartMethod};
 
 use crate::cpus::allowed_cpus;
 pub(crate) use crate::cpus::{PinSelf, pin};
-use crate::measure;
+use crate::measure::{self, Side};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -216,12 +216,7 @@ pub(crate) fn bench(cfg: &Config, bench: &str) -> Result<Vec<Figure>, String> {
         let pid = pv.process.pid().map_err(|e| e.to_string())?;
         pin(pid.ok_or("no pid after start")?, p.child)?;
     }
-    let measured = measure::alternate(cfg.reps(), n, |k| floor.batch(k), |k| pv.batch(k));
-    let floor_end = floor.end();
-    let pv_end = pv.end();
-    let (values, floor_values) = measured?;
-    floor_end?;
-    pv_end?;
+    let (values, floor_values) = measure::alternate_sides(cfg.reps(), n, &mut floor, &mut pv)?;
     Ok(vec![
         figure(
             kind.bench(),
@@ -241,10 +236,7 @@ pub(crate) fn floor_only(cfg: &Config, bench: &str) -> Result<Figure, String> {
     let place = Placement::of(bench);
     let _pinned = place.map(|p| PinSelf::new(p.parent)).transpose()?;
     let mut floor = Floor::new(kind, n, place)?;
-    let measured = measure::repeat(cfg.reps(), n, |k| floor.batch(k));
-    let end = floor.end();
-    let values = measured?;
-    end?;
+    let values = measure::repeat_side(cfg.reps(), n, &mut floor)?;
     Ok(figure(kind.floor(), "os", "-", kind.unit(), values))
 }
 
@@ -313,9 +305,11 @@ impl PvChild {
         child.process.start().map_err(|e| format!("start: {e}"))?;
         Ok(child)
     }
+}
 
+impl Side for PvChild {
     /// One timed batch of `n` messages (or round trips), in the bench's unit.
-    pub(crate) fn batch(&mut self, n: usize) -> Result<f64, String> {
+    fn batch(&mut self, n: usize) -> Result<f64, String> {
         let conn = self.conn.as_mut().ok_or("connection closed")?;
         let err = |what: &str, e: procvisor::ConnectionError| format!("{what}: {e}");
         let t0 = Instant::now();
@@ -370,7 +364,7 @@ impl PvChild {
     }
 
     /// Closes the connection (the child ends on the end of the stream) and joins.
-    pub(crate) fn end(&mut self) -> Result<(), String> {
+    fn end(&mut self) -> Result<(), String> {
         self.conn = None;
         measure::join_told(&self.process, END_DEADLINE, "the connection's close")
     }
@@ -397,13 +391,25 @@ pub(crate) struct Floor {
 /// What a floor child does.
 #[derive(Debug, Clone, Copy)]
 enum FloorMode {
-    /// Reads frames of this length and writes each back.
-    Echo(usize),
+    /// Reads requests of `read` bytes and answers each with `write` bytes (the first
+    /// `write` bytes of its buffer; the request's own bytes when the lengths are equal).
+    Answer { read: usize, write: usize },
     /// Reads an 8-byte byte count, reads and discards that many bytes, writes the count.
     Sink,
 }
 
 impl Floor {
+    /// A floor for a request/response round trip (`Kind::Rtt`'s batches): the child reads
+    /// each `request` and answers with `reply_len` bytes. Used by the manager rows, whose
+    /// requests and answers differ in length.
+    pub(crate) fn request_reply(
+        request: Vec<u8>,
+        reply_len: usize,
+        place: Option<Placement>,
+    ) -> Result<Floor, String> {
+        Floor::fork(Kind::Rtt, request, reply_len, place)
+    }
+
     /// Forks the floor child of `kind`, for batches of up to `n` messages, and pins it to
     /// the child's CPU of `place`.
     pub(crate) fn new(kind: Kind, n: usize, place: Option<Placement>) -> Result<Floor, String> {
@@ -419,17 +425,35 @@ impl Floor {
             }
             Kind::OnewayMib => vec![0xa5; MIB],
         };
+        let reply_len = msg.len();
+        Floor::fork(kind, msg, reply_len, place)
+    }
+
+    /// Forks the floor child of `kind` for messages `msg`; a `Kind::Rtt` child answers each
+    /// with `reply_len` bytes.
+    fn fork(
+        kind: Kind,
+        msg: Vec<u8>,
+        reply_len: usize,
+        place: Option<Placement>,
+    ) -> Result<Floor, String> {
         let mode = match kind {
-            Kind::Rtt => FloorMode::Echo(msg.len()),
+            Kind::Rtt => FloorMode::Answer {
+                read: msg.len(),
+                write: reply_len,
+            },
             _ => FloorMode::Sink,
         };
-        if msg.len() > ECHO_MAX && matches!(mode, FloorMode::Echo(_)) {
-            return Err(format!("an echo frame of {} bytes is too long", msg.len()));
+        if msg.len().max(reply_len) > ECHO_MAX && matches!(mode, FloorMode::Answer { .. }) {
+            return Err(format!(
+                "a round-trip frame of {} bytes is too long",
+                msg.len().max(reply_len)
+            ));
         }
         // The sink's buffer, allocated here: the child must not allocate.
         let mut sink_buf = match mode {
             FloorMode::Sink => vec![0u8; MIB],
-            FloorMode::Echo(_) => Vec::new(),
+            FloorMode::Answer { .. } => Vec::new(),
         };
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let (our_fd, their_fd) = (ours.as_raw_fd(), theirs.as_raw_fd());
@@ -449,7 +473,7 @@ impl Floor {
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
                 drop(sink_buf);
-                let rbuf = vec![0u8; if kind == Kind::Rtt { msg.len() } else { 8 }];
+                let rbuf = vec![0u8; if kind == Kind::Rtt { reply_len } else { 8 }];
                 let mut chunk = Vec::new();
                 if kind == Kind::OnewayBuffered {
                     while chunk.len() < BufferedSender::FLUSH_AT {
@@ -472,9 +496,11 @@ impl Floor {
             Err(e) => Err(format!("fork: {e}")),
         }
     }
+}
 
+impl Side for Floor {
     /// One timed batch of `n` messages (or round trips), in the bench's unit.
-    pub(crate) fn batch(&mut self, n: usize) -> Result<f64, String> {
+    fn batch(&mut self, n: usize) -> Result<f64, String> {
         let mut sock: &UnixStream = self.sock.as_ref().ok_or("socket closed")?;
         let io = |what: &str, e: std::io::Error| format!("floor {what}: {e}");
         let t0 = Instant::now();
@@ -514,7 +540,7 @@ impl Floor {
     }
 
     /// Closes the socket (the child exits on the end of the stream) and reaps the child.
-    pub(crate) fn end(&mut self) -> Result<(), String> {
+    fn end(&mut self) -> Result<(), String> {
         self.sock = None;
         let Some(pid) = self.pid.take() else {
             return Ok(());
@@ -575,17 +601,16 @@ fn raw_write_all(fd: RawFd, buf: &[u8]) {
 /// # Safety
 ///
 /// Call only in a freshly forked child; `buf` must point to `buf_len` writable bytes
-/// (it may be null when `mode` is [`FloorMode::Echo`]).
+/// (it may be null when `mode` is [`FloorMode::Answer`]).
 unsafe fn floor_child(fd: RawFd, other: RawFd, mode: FloorMode, buf: *mut u8, buf_len: usize) -> ! {
     // SAFETY: `other` is the parent's end, open in this copy of the process: closing it
     // lets this child see the end of the stream when the parent closes its own.
     unsafe { libc::close(other) };
     match mode {
-        FloorMode::Echo(frame) => {
+        FloorMode::Answer { read, write } => {
             let mut stack = [0u8; ECHO_MAX];
-            let frame = &mut stack[..frame];
-            while raw_read_exact(fd, frame) {
-                raw_write_all(fd, frame);
+            while raw_read_exact(fd, &mut stack[..read]) {
+                raw_write_all(fd, &stack[..write]);
             }
         }
         FloorMode::Sink => {

@@ -29,6 +29,41 @@ pub(crate) fn alternate(
     Ok((values, floor_values))
 }
 
+/// One side of a row (procvisor's or the floor's), with the children it runs.
+pub(crate) trait Side {
+    /// One timed batch of `n` operations, in the row's unit.
+    fn batch(&mut self, n: usize) -> Result<f64, String>;
+
+    /// Ends the side's children and reaps them.
+    fn end(&mut self) -> Result<(), String>;
+}
+
+/// [`alternate`] over two sides, then ends both, whatever the measuring gave (the floor
+/// first); the first error wins. Returns `(procvisor values, floor values)`.
+pub(crate) fn alternate_sides(
+    reps: usize,
+    n: usize,
+    floor: &mut impl Side,
+    procvisor: &mut impl Side,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let measured = alternate(reps, n, |k| floor.batch(k), |k| procvisor.batch(k));
+    let floor_end = floor.end();
+    let procvisor_end = procvisor.end();
+    let values = measured?;
+    floor_end?;
+    procvisor_end?;
+    Ok(values)
+}
+
+/// [`repeat`] over one side, then ends it, whatever the measuring gave.
+pub(crate) fn repeat_side(reps: usize, n: usize, side: &mut impl Side) -> Result<Vec<f64>, String> {
+    let measured = repeat(reps, n, |k| side.batch(k));
+    let end = side.end();
+    let values = measured?;
+    end?;
+    Ok(values)
+}
+
 /// One warm-up batch, then `reps` measured batches of one side alone.
 pub(crate) fn repeat(
     reps: usize,

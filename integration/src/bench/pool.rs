@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use procvisor::{Pool, StartMethod};
 
 use crate::connection::{Floor, Kind as ConnKind, PinSelf, Placement, pin};
-use crate::measure;
+use crate::measure::{self, Side};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 

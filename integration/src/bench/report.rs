@@ -6,7 +6,7 @@ pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
     /// the `connection_*` benches and their `socketpair_*` floors, the queue benches,
     /// `actor_request_rtt`, the sync benches and their `pthread_mutex_*` / `futex_pingpong`
-    /// floors.
+    /// floors, the manager benches and their `unix_rtt_*` floors.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
@@ -126,21 +126,28 @@ fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'
         ("lock_uncontended", _) => os("pthread_mutex_pair"),
         ("value_contended_2x200k", _) => os("pthread_mutex_2x200k"),
         ("event_pingpong", _) => os("futex_pingpong"),
+        ("manager_dict_set", _) => os("unix_rtt_dict_set"),
+        ("manager_dict_get", _) => os("unix_rtt_dict_get"),
         ("pool_apply_rtt", _) => os("pool_pipe_rtt"),
         _ => None,
     }
 }
 
-/// Whether `bench` is one of the sync rows (`integration/src/bench/sync.rs`).
+/// Whether `bench` is one of the sync rows (`integration/src/bench/sync.rs` and
+/// `manager.rs`), read against targets such as 1.3× and 1.5× the floor.
 fn sync_row(bench: &str) -> bool {
     matches!(
         bench,
-        "lock_uncontended" | "value_contended_2x200k" | "event_pingpong"
+        "lock_uncontended"
+            | "value_contended_2x200k"
+            | "event_pingpong"
+            | "manager_dict_set"
+            | "manager_dict_get"
     )
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 20] = [
+pub(crate) const TABLE_BENCHES: [&str; 22] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -156,6 +163,8 @@ pub(crate) const TABLE_BENCHES: [&str; 20] = [
     "lock_uncontended",
     "value_contended_2x200k",
     "event_pingpong",
+    "manager_dict_set",
+    "manager_dict_get",
     "pool_map_1M_default_chunksize",
     "pool_map_chunksize1",
     "pool_imap_unordered_chunksize1",

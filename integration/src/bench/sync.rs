@@ -47,7 +47,7 @@ use procvisor::connection::{Connection, pipe};
 use procvisor::{Event, Lock, Process, StartMethod, Value};
 
 use crate::cpus::{PinSelf, allowed_cpus, pin, pin_child};
-use crate::measure;
+use crate::measure::{self, Side};
 use crate::report::Figure;
 use crate::{Config, figure, warm_up};
 
@@ -259,12 +259,7 @@ pub(crate) fn bench(cfg: &Config, bench: &str) -> Result<Vec<Figure>, String> {
             return Err(e);
         }
     };
-    let measured = measure::alternate(cfg.reps(), n, |k| floor.batch(k), |k| pv.batch(k));
-    let floor_end = floor.end();
-    let pv_end = pv.end();
-    let (values, floor_values) = measured?;
-    floor_end?;
-    pv_end?;
+    let (values, floor_values) = measure::alternate_sides(cfg.reps(), n, &mut floor, &mut pv)?;
     Ok(vec![
         figure(
             kind.bench(),
@@ -284,10 +279,7 @@ pub(crate) fn floor_only(cfg: &Config, bench: &str) -> Result<Figure, String> {
     let place = Placement::of(bench);
     let _pinned = place.as_ref().map(|p| PinSelf::new(p.parent)).transpose()?;
     let mut floor = Rig::floor(kind, place.as_ref())?;
-    let measured = measure::repeat(cfg.reps(), n, |k| floor.batch(k));
-    let end = floor.end();
-    let values = measured?;
-    end?;
+    let values = measure::repeat_side(cfg.reps(), n, &mut floor)?;
     Ok(figure(kind.floor(), "os", "-", kind.unit(), values))
 }
 
@@ -319,7 +311,9 @@ impl Rig {
             Kind::Event => Rig::FloorEvent(FloorEvent::start(cpu(0))?),
         })
     }
+}
 
+impl Side for Rig {
     /// One timed batch of `n` operations, in the bench's unit.
     fn batch(&mut self, n: usize) -> Result<f64, String> {
         match self {

@@ -28,6 +28,10 @@
 //!   round trip): `procvisor::{Lock, Value, Event}`, with raw process-shared
 //!   `pthread_mutex_t` and futex floors (`pthread_mutex_pair`, `pthread_mutex_2x200k`,
 //!   `futex_pingpong`); see `integration/src/bench/sync.rs`.
+//! - `manager_dict_set`, `manager_dict_get` (µs per call): a `procvisor::manager` dict
+//!   proxy called from this process, with raw request/response floors over a Unix stream
+//!   socket (`unix_rtt_dict_set`, `unix_rtt_dict_get`); see
+//!   `integration/src/bench/manager.rs`.
 //! - `restart_latency_p50` / `_p99` (µs, SIGKILL of a supervised child to its replacement
 //!   running, with `kill_reap` / `kill_reap_p99` floors) and `supervise_1000_start`, `_rss`,
 //!   `_idle_cpu`, `_stop` (a tree of 1,000 children), in a table of their own beside issue
@@ -36,7 +40,8 @@
 //!   (items/s), `pool_apply_rtt` (µs, floor `pool_pipe_rtt`) and `pool_create_close_join`
 //!   (ms): `procvisor::Pool` of `forkserver` workers; see `integration/src/bench/pool.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
-//!   `queue_bench.py`, `sync_bench.py` and `pool_bench.py`, run with `python3`.
+//!   `queue_bench.py`, `sync_bench.py`, `manager_bench.py` and `pool_bench.py`, run with
+//!   `python3`.
 //!
 //! The floor is measured inside `start_join`, one floor batch right before each procvisor
 //! batch, so that a ratio compares figures taken under the same load (the machine may be
@@ -65,6 +70,8 @@ mod connection;
 mod cpus;
 #[path = "../bench/json.rs"]
 mod json;
+#[path = "../bench/manager.rs"]
+mod manager;
 #[path = "../bench/measure.rs"]
 mod measure;
 #[path = "../bench/pool.rs"]
@@ -345,23 +352,25 @@ fn main() -> ExitCode {
             notes.push(queue::note(&cfg, bench));
         }
     }
-    for (bench, floor_name) in sync::BENCHES {
-        let m = sync::METHOD.as_str();
-        if cfg.wants(bench) {
-            progress(&format!("procvisor {bench} {m} (and os {floor_name})"));
-            let r = sync::bench(&cfg, bench);
-            record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
-            if python.is_some() {
-                progress(&format!("cpython {bench} {m}"));
-                let args = sync::cpython_args(&cfg, bench);
-                let r = run_cpython(&cfg, SYNC_SCRIPT, bench, m, &args);
-                record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+    for rows in [FloorRows::SYNC, FloorRows::MANAGER] {
+        let m = rows.method.as_str();
+        for &(bench, floor_name) in rows.benches {
+            if cfg.wants(bench) {
+                progress(&format!("procvisor {bench} {m} (and os {floor_name})"));
+                let r = (rows.bench)(&cfg, bench);
+                record(&mut figs, r, &format!("procvisor {bench} {m}"), &mut notes);
+                if python.is_some() {
+                    progress(&format!("cpython {bench} {m}"));
+                    let args = (rows.cpython_args)(&cfg, bench);
+                    let r = run_cpython(&cfg, rows.script, bench, m, &args);
+                    record(&mut figs, r, &format!("cpython {bench} {m}"), &mut notes);
+                }
+                notes.push((rows.note)(&cfg, bench));
+            } else if cfg.wants(floor_name) {
+                progress(&format!("os {floor_name}"));
+                let r = (rows.floor_only)(&cfg, bench).map(|f| vec![f]);
+                record(&mut figs, r, floor_name, &mut notes);
             }
-            notes.push(sync::note(&cfg, bench));
-        } else if cfg.wants(floor_name) {
-            progress(&format!("os {floor_name}"));
-            let r = sync::floor_only(&cfg, bench).map(|f| vec![f]);
-            record(&mut figs, r, floor_name, &mut notes);
         }
     }
     if tree::wants_restart(&cfg) {
@@ -458,6 +467,43 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// A family of rows, each measured with its OS floor in the same repetitions, and beside
+/// a CPython script: the sync rows and the manager rows.
+struct FloorRows {
+    /// Each bench with the name of its floor.
+    benches: &'static [(&'static str, &'static str)],
+    method: StartMethod,
+    script: &'static str,
+    /// procvisor's figure and its floor's.
+    bench: fn(&Config, &str) -> Result<Vec<Figure>, String>,
+    /// The floor alone (the filter names it, not the bench).
+    floor_only: fn(&Config, &str) -> Result<Figure, String>,
+    cpython_args: fn(&Config, &str) -> Vec<String>,
+    note: fn(&Config, &str) -> String,
+}
+
+impl FloorRows {
+    const SYNC: FloorRows = FloorRows {
+        benches: &sync::BENCHES,
+        method: sync::METHOD,
+        script: SYNC_SCRIPT,
+        bench: sync::bench,
+        floor_only: sync::floor_only,
+        cpython_args: sync::cpython_args,
+        note: sync::note,
+    };
+
+    const MANAGER: FloorRows = FloorRows {
+        benches: &manager::BENCHES,
+        method: manager::METHOD,
+        script: MANAGER_SCRIPT,
+        bench: manager::bench,
+        floor_only: manager::floor_only,
+        cpython_args: manager::cpython_args,
+        note: manager::note,
+    };
 }
 
 fn progress(what: &str) {
@@ -879,6 +925,8 @@ const CONNECTION_SCRIPT: &str = "connection_bench.py";
 const QUEUE_SCRIPT: &str = "queue_bench.py";
 /// The CPython script of the synchronisation benches.
 const SYNC_SCRIPT: &str = "sync_bench.py";
+/// The CPython script of the manager benches.
+const MANAGER_SCRIPT: &str = "manager_bench.py";
 /// The CPython script of the pool benches.
 const POOL_SCRIPT: &str = "pool_bench.py";
 

@@ -104,5 +104,73 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
     }
 }
 
+/// This process's pid, cached; 0 until first asked, and again in a `fork` child.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// In a fork child, before anything else runs: the cached pid is the parent's.
+/// Async-signal-safe (one atomic store).
+extern "C" fn forget_pid_in_child() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's pid, like `std::process::id()` but without a system call after the
+/// first: for paths that check "is this still the process that made it?" on every call
+/// (a manager proxy's cached connection). A `fork` child (through libc's `fork`, which is
+/// how every fork of procvisor, nix and std is made) forgets the cached value before it
+/// returns from `fork`, so it never sees its parent's pid.
+pub(crate) fn current_pid() -> u32 {
+    use std::sync::atomic::Ordering::Relaxed;
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let cached = PID.load(Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    let me = std::process::id();
+    let registered = *REGISTERED.get_or_init(|| {
+        // SAFETY: `forget_pid_in_child` is a plain function that lives for the whole
+        // program and only does an atomic store, which is async-signal-safe, as a fork
+        // child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) == 0 }
+    });
+    // Cached only once the handler is in place, so that no fork copies a cached pid
+    // without forgetting it; without the handler (ENOMEM), every call asks the kernel.
+    if registered {
+        PID.store(me, Relaxed);
+    }
+    me
+}
+
 #[path = "shm.rs"]
 pub(crate) mod shm;
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::wait::{WaitStatus, waitpid};
+
+    use super::*;
+
+    #[test]
+    fn the_cached_pid_is_this_process_s_and_a_fork_child_s_own() {
+        assert_eq!(current_pid(), std::process::id());
+        assert_eq!(current_pid(), std::process::id(), "cached");
+        // SAFETY: the test process has other threads, so the child calls only
+        // async-signal-safe functions: `current_pid` (atomic loads, `getpid`, and no
+        // registration, which happened above), `getpid` and `_exit`.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            ForkResult::Child => {
+                // SAFETY: `getpid` is async-signal-safe and cannot fail.
+                let ok = current_pid() == unsafe { libc::getpid() } as u32;
+                // SAFETY: `_exit` is async-signal-safe and runs no cleanup of the parent's.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                assert_eq!(
+                    waitpid(child, None).unwrap(),
+                    WaitStatus::Exited(child, 0),
+                    "the child saw its own pid, not its parent's"
+                );
+            }
+        }
+        assert_eq!(current_pid(), std::process::id());
+    }
+}
