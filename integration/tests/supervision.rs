@@ -922,6 +922,17 @@ fn paths_address_children_of_nested_supervisors() {
         tree.add_child_at("web", sleep_cmd("api")),
         Err(TreeError::DuplicateName("api".into()))
     );
+
+    // A stopped nested supervisor: listed, its children not; paths through it say so.
+    tree.stop_child("web/inner").unwrap();
+    let deep = |tree: &Tree| paths(tree).iter().any(|p| p.starts_with("web/inner/"));
+    assert!(!deep(&tree));
+    assert_eq!(state_of(&tree, "web/inner"), (RunState::Stopped, None));
+    let not_running = Err(TreeError::NotRunning("web/inner".into()));
+    assert_eq!(tree.remove_child("web/inner/deep"), not_running);
+    assert_eq!(tree.add_child_at("web/inner", sleep_cmd("x")), not_running);
+    tree.start_child("web/inner").unwrap();
+    assert!(wait_until(DEADLINE, || deep(&tree) && all_running(&tree)));
     assert_eq!(tree.stop(), Outcome::Stopped);
 }
 

@@ -58,7 +58,8 @@
 //! `web` and `web/api`; replicas are `group.i` (`web/workers.0`), and the group's name
 //! (`web/workers`) addresses them all where a call accepts a group. Names cannot hold `/`,
 //! so a name is a path of one step. An unknown path is [`TreeError::NoSuchChild`] with
-//! the path as given. Events name the supervisor by its path *with* the root's name
+//! the path as given; one through a nested supervisor that is not running (stopped, or
+//! waiting for its restart) is [`TreeError::NotRunning`], naming that supervisor. Events name the supervisor by its path *with* the root's name
 //! (`app/web`), so that the root's own events have a name.
 //!
 //! ```no_run
@@ -740,6 +741,9 @@ pub enum TreeError {
     NotAGroup(String),
     /// [`Readiness::Notify`] on a child that is not a command.
     NotifyUnsupported(String),
+    /// A path goes through a nested supervisor that is not running (stopped, or between a
+    /// crash and its restart): its children cannot be reached. Names that supervisor.
+    NotRunning(String),
     /// The tree has ended (it was stopped, or it gave up).
     Ended,
     /// A blocking call made on procvisor's runtime thread, which it would deadlock; use the
@@ -759,6 +763,7 @@ impl fmt::Display for TreeError {
             TreeError::Policy(e) => write!(f, "{e}"),
             TreeError::NoSuchChild(n) => write!(f, "no child at {n:?}"),
             TreeError::NotAGroup(n) => write!(f, "child {n:?} is not a group of replicas"),
+            TreeError::NotRunning(n) => write!(f, "supervisor {n:?} is not running"),
             TreeError::NotifyUnsupported(n) => write!(
                 f,
                 "child {n:?} is not a command: readiness by notification is for commands"

@@ -368,10 +368,10 @@ impl Node {
     fn became_ready(&mut self, id: SlotId, generation: u64) {
         let Some(i) = self.pos(id) else { return };
         let slot = &mut self.slots[i];
-        slot.watch = None;
         if slot.generation != generation {
             return;
         }
+        slot.watch = None;
         if let Run::Running(running) = &slot.run {
             let pid = running.pid();
             slot.ready = true;
@@ -924,19 +924,20 @@ impl Node {
         let Some((head, rest)) = path.split_once('/') else {
             return Ok(Place::Here(path.to_owned()));
         };
-        self.slots
+        let nested = self
+            .slots
             .iter()
             .find(|s| s.name == head && s.removing.is_none())
-            .and_then(|s| match &s.run {
-                Run::Running(Running::Node(addr)) => Some(addr.clone()),
-                _ => None,
-            })
-            .map(|addr| Place::Below {
-                addr,
+            .filter(|s| matches!(s.spec.target, Target::Supervisor(_)))
+            .ok_or_else(|| TreeError::NoSuchChild(path.to_owned()))?;
+        match &nested.run {
+            Run::Running(Running::Node(addr)) => Ok(Place::Below {
+                addr: addr.clone(),
                 head: head.to_owned(),
                 rest: rest.to_owned(),
-            })
-            .ok_or_else(|| TreeError::NoSuchChild(path.to_owned()))
+            }),
+            _ => Err(TreeError::NotRunning(head.to_owned())),
+        }
     }
 
     /// The slots that `name` names here: the child of that name, or the members of the
@@ -1082,6 +1083,7 @@ impl TreeError {
         match self {
             TreeError::NoSuchChild(p) => TreeError::NoSuchChild(join(head, &p)),
             TreeError::NotAGroup(p) => TreeError::NotAGroup(join(head, &p)),
+            TreeError::NotRunning(p) => TreeError::NotRunning(join(head, &p)),
             other => other,
         }
     }
@@ -1214,7 +1216,11 @@ impl Handler<AddChild> for Node {
                     let rest = rest.trim_end_matches('/').to_owned();
                     self.forward(addr, head, AddChild::at(rest, msg.spec))
                 }
-                _ => ready(Err(TreeError::NoSuchChild(msg.supervisor))),
+                Ok(Place::Here(_)) => ready(Err(TreeError::NoSuchChild(msg.supervisor))),
+                Err(TreeError::NoSuchChild(_)) => {
+                    ready(Err(TreeError::NoSuchChild(msg.supervisor)))
+                }
+                Err(e) => ready(Err(e)),
             };
         }
         let mut names = self
