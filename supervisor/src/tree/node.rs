@@ -12,6 +12,20 @@
 //! waiting for each to end, then do one thing (start these in order after a delay, end the
 //! supervisor, remove a child). A child that fails while a sequence runs joins it: its plan
 //! is merged, so nothing is started twice and nothing is forgotten.
+//!
+//! # Held slots, readiness, paths
+//!
+//! `stop_child` *holds* a slot: it is stopped as any stop is (its end is `requested`, so
+//! no restart and no intensity charge) and `start_slot` refuses it until `start_child`
+//! lets go, which is how a pending backoff timer or a sibling's one_for_all restart leave
+//! it alone. Callers wait on the slot's `stop_waiters`, answered when its run ends.
+//!
+//! A run's readiness watch (a notify socket or TCP probes, see `ready`) is a future spawned
+//! on this actor's context, and cancelled when the run ends.
+//!
+//! Requests that take a path follow its first step: a plain name is a child here, and
+//! `head/rest` is forwarded to the running nested supervisor `head`, whose errors come back
+//! with `head/` put in front of their paths.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -149,6 +149,41 @@ mod tests {
         assert!(!has_ready_line(b""));
     }
 
+    /// Sends `message` to the socket named by `env` (`@name`), from this process.
+    fn send(env: &std::ffi::OsStr, message: &[u8]) {
+        use std::os::linux::net::SocketAddrExt;
+        let name = &env.as_encoded_bytes()[1..];
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        s.send_to_addr(message, &addr).unwrap();
+    }
+
+    #[test]
+    fn only_the_child_or_its_group_can_say_ready() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let me = std::process::id() as i32;
+        rt.block_on(async {
+            // Waiting for another process's word (no pid or group is ever i32::MAX, above
+            // pid_max): ours does not count.
+            let socket = NotifySocket::bind().unwrap();
+            let env = socket.env_value();
+            send(&env, b"READY=1");
+            let stranger = socket.ready(i32::MAX);
+            let waited = tokio::time::timeout(Duration::from_millis(300), stranger);
+            assert!(waited.await.is_err(), "a stranger's READY=1 was taken");
+            // Waiting for ours: junk first, then the word.
+            let socket = NotifySocket::bind().unwrap();
+            let env = socket.env_value();
+            send(&env, b"STATUS=starting\n\xff");
+            send(&env, b"STATUS=up\nREADY=1\n");
+            let waited = tokio::time::timeout(Duration::from_secs(10), socket.ready(me));
+            assert!(waited.await.is_ok(), "the child's READY=1 was not taken");
+        });
+    }
+
     #[test]
     fn socket_names_are_abstract_and_unique() {
         let a = NotifySocket::bind().unwrap();
