@@ -295,7 +295,9 @@ pub enum Readiness {
     /// abstract namespace, as `sd_notify(3)` accepts), and is ready when a datagram there
     /// holds the line `READY=1`. Other lines (`STATUS=…`, `STOPPING=1`) are ignored.
     /// Datagrams are taken from the child itself or from a process of its process group
-    /// only (checked with `SCM_CREDENTIALS`). Commands only.
+    /// only (checked with `SCM_CREDENTIALS`; a sender already gone when its datagram is
+    /// read, such as a `systemd-notify` the script has reaped, counts if it ran as our
+    /// user). Commands only.
     Notify,
     /// Running once a TCP connection to this address succeeds; tried every 100 ms while
     /// the child runs.
