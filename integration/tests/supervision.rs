@@ -13,8 +13,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use procvisor::restart::{Backoff, Intensity, PolicyError, RestartType, Strategy};
 use procvisor::tree::{
-    ChildSpec, Command, Event, EventKind, Events, LogFile, Outcome, Output, RunState, Shutdown,
-    Spec, Tree, TreeError,
+    ChildSpec, Command, Event, EventKind, Events, LogFile, Outcome, Output, Readiness, RunState,
+    Shutdown, Spec, Tree, TreeError,
 };
 use procvisor_integration::{process_exists, wait_until};
 
@@ -921,4 +921,350 @@ fn random_kills_under_every_strategy_keep_the_books() {
         }
         assert_eq!(tree.stop(), Outcome::Stopped);
     }
+}
+
+fn sleep_cmd(name: &str) -> ChildSpec {
+    ChildSpec::command(name, Command::new("sleep").arg("3600")).backoff(Backoff::none())
+}
+
+/// Every entry of the whole tree: (path, is a supervisor, state).
+fn walk(tree: &Tree) -> Vec<(String, bool, RunState)> {
+    tree.walk()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.supervisor, c.state))
+        .collect()
+}
+
+fn paths(tree: &Tree) -> Vec<String> {
+    walk(tree).into_iter().map(|(p, ..)| p).collect()
+}
+
+fn all_running(tree: &Tree) -> bool {
+    walk(tree).iter().all(|(_, _, s)| *s == RunState::Running)
+}
+
+#[test]
+fn paths_address_children_of_nested_supervisors() {
+    let spec = Spec::new("root")
+        .child(sleep_cmd("db"))
+        .child(ChildSpec::supervisor(
+            Spec::new("web")
+                .child(sleep_cmd("api"))
+                .child(sleep_cmd("workers").replicas(2))
+                .child(ChildSpec::supervisor(
+                    Spec::new("inner").child(sleep_cmd("deep")),
+                )),
+        ));
+    let tree = spec.start().unwrap();
+    assert!(wait_until(DEADLINE, || paths(&tree).len() == 7 && all_running(&tree)));
+    assert_eq!(
+        walk(&tree)
+            .into_iter()
+            .map(|(p, sup, _)| (p, sup))
+            .collect::<Vec<_>>(),
+        [
+            ("db".to_owned(), false),
+            ("web".to_owned(), true),
+            ("web/api".to_owned(), false),
+            ("web/workers.0".to_owned(), false),
+            ("web/workers.1".to_owned(), false),
+            ("web/inner".to_owned(), true),
+            ("web/inner/deep".to_owned(), false),
+        ]
+    );
+    let root: Vec<String> = tree
+        .children()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(root, ["db", "web"]);
+
+    tree.add_child_at("web/inner", sleep_cmd("extra")).unwrap();
+    tree.add_child_at("", sleep_cmd("top")).unwrap();
+    assert!(wait_until(DEADLINE, || all_running(&tree)));
+    assert_eq!(
+        paths(&tree),
+        [
+            "db",
+            "web",
+            "web/api",
+            "web/workers.0",
+            "web/workers.1",
+            "web/inner",
+            "web/inner/deep",
+            "web/inner/extra",
+            "top"
+        ]
+    );
+    let extra = state_of(&tree, "web/inner/extra").1.unwrap();
+    tree.remove_child("web/inner/extra").unwrap();
+    assert!(
+        !alive(extra),
+        "remove_child returns once the child has stopped"
+    );
+    tree.scale("web/workers", 3).unwrap();
+    assert!(wait_until(DEADLINE, || all_running(&tree)));
+    let workers: Vec<String> = paths(&tree)
+        .into_iter()
+        .filter(|p| p.starts_with("web/workers."))
+        .collect();
+    assert_eq!(workers, ["web/workers.0", "web/workers.1", "web/workers.2"]);
+    tree.scale("web/workers", 1).unwrap();
+    assert!(!paths(&tree).contains(&"web/workers.1".to_owned()));
+
+    let no = |p: &str| Err(TreeError::NoSuchChild(p.into()));
+    assert_eq!(tree.remove_child("web/inner/extra"), no("web/inner/extra"));
+    assert_eq!(tree.remove_child("nope/x"), no("nope/x"));
+    assert_eq!(tree.remove_child("db/x"), no("db/x"), "db is no supervisor");
+    assert_eq!(tree.add_child_at("nope", sleep_cmd("x")), no("nope"));
+    assert_eq!(tree.add_child_at("web/api", sleep_cmd("x")), no("web/api"));
+    assert_eq!(tree.scale("web/nope", 2), no("web/nope"));
+    assert_eq!(
+        tree.scale("web/api", 2),
+        Err(TreeError::NotAGroup("web/api".into()))
+    );
+    assert_eq!(tree.stop_child("web/inner/zzz"), no("web/inner/zzz"));
+    assert_eq!(tree.start_child("zzz"), no("zzz"));
+    assert_eq!(tree.restart_child("web/zzz"), no("web/zzz"));
+    assert_eq!(
+        tree.add_child_at("web", sleep_cmd("api")),
+        Err(TreeError::DuplicateName("api".into()))
+    );
+
+    // A stopped nested supervisor: listed, its children not; paths through it say so.
+    tree.stop_child("web/inner").unwrap();
+    let deep = |tree: &Tree| paths(tree).iter().any(|p| p.starts_with("web/inner/"));
+    assert!(!deep(&tree));
+    assert_eq!(state_of(&tree, "web/inner"), (RunState::Stopped, None));
+    let not_running = Err(TreeError::NotRunning("web/inner".into()));
+    assert_eq!(tree.remove_child("web/inner/deep"), not_running);
+    assert_eq!(tree.add_child_at("web/inner", sleep_cmd("x")), not_running);
+    tree.start_child("web/inner").unwrap();
+    assert!(wait_until(DEADLINE, || deep(&tree) && all_running(&tree)));
+    assert_eq!(tree.stop(), Outcome::Stopped);
+}
+
+fn state_of(tree: &Tree, path: &str) -> (RunState, Option<i32>) {
+    let c = tree
+        .walk()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.path == path)
+        .unwrap_or_else(|| panic!("no {path} in the tree"));
+    (c.state, c.pid)
+}
+
+#[test]
+fn stop_start_and_restart_child_keep_the_slot_and_cost_no_intensity() {
+    let spec = Spec::new("ops")
+        .intensity(Intensity {
+            max_restarts: 1,
+            period: Duration::from_secs(10),
+        })
+        .child(sleep_cmd("a"))
+        .child(sleep_cmd("b"))
+        .child(sleep_cmd("g").replicas(2))
+        .child(sleep_cmd("z"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    assert!(wait_until(DEADLINE, || all_running(&tree) && paths(&tree).len() == 5));
+    let order = paths(&tree);
+
+    // Stop: the slot stays, Stopped, and the process is gone.
+    let (_, b) = state_of(&tree, "b");
+    let b = b.unwrap();
+    tree.stop_child("b").unwrap();
+    assert!(!alive(b), "stop_child returns once the child has stopped");
+    assert_eq!(state_of(&tree, "b"), (RunState::Stopped, None));
+    let exited = expect(&events, "b's exit", |e| {
+        child_is(e, "b") && matches!(e.kind, EventKind::Exited { .. })
+    });
+    assert!(matches!(exited.kind, EventKind::Exited { exit, .. } if exit.requested));
+    tree.stop_child("b").unwrap();
+    assert_eq!(state_of(&tree, "b"), (RunState::Stopped, None));
+    assert_eq!(paths(&tree), order, "the slot keeps its place");
+
+    // Start: in its slot again, a new process.
+    tree.start_child("b").unwrap();
+    let (state, b2) = state_of(&tree, "b");
+    assert_eq!(state, RunState::Running);
+    let b2 = b2.unwrap();
+    assert_ne!(b2, b);
+    assert_eq!(paths(&tree), order);
+    tree.start_child("b").unwrap();
+    assert_eq!(
+        state_of(&tree, "b"),
+        (RunState::Running, Some(b2)),
+        "already running"
+    );
+
+    // Restart: a new pid.
+    tree.restart_child("b").unwrap();
+    let (state, b3) = state_of(&tree, "b");
+    assert_eq!(state, RunState::Running);
+    assert!(b3.is_some_and(|p| p != b2));
+    assert!(!alive(b2));
+
+    // Ten stop/start cycles under an intensity of one restart in 10 s: no charge.
+    for _ in 0..10 {
+        tree.stop_child("a").unwrap();
+        tree.start_child("a").unwrap();
+        tree.restart_child("z").unwrap();
+    }
+    assert_eq!(tree.wait(Some(Duration::ZERO)), None, "the tree gave up");
+    assert!(all_running(&tree));
+
+    // A group: every member.
+    let before = pids(&tree);
+    tree.restart_child("g").unwrap();
+    let after = pids(&tree);
+    for m in ["g.0", "g.1"] {
+        assert_ne!(before[m], after[m], "{m} was not restarted");
+        assert!(!alive(before[m]));
+    }
+    tree.stop_child("g").unwrap();
+    for m in ["g.0", "g.1"] {
+        assert_eq!(state_of(&tree, m), (RunState::Stopped, None));
+        assert!(!alive(after[m]));
+    }
+    // A stopped child is started by restart_child too.
+    tree.restart_child("g.1").unwrap();
+    assert_eq!(state_of(&tree, "g.1").0, RunState::Running);
+    tree.start_child("g").unwrap();
+    assert!(all_running(&tree));
+    assert_eq!(paths(&tree), order);
+    assert!(
+        events
+            .wait_for(Duration::ZERO, |e| matches!(
+                e.kind,
+                EventKind::GaveUp { .. }
+            ))
+            .is_none()
+    );
+    assert_eq!(tree.stop(), Outcome::Stopped);
+}
+
+#[test]
+fn a_stopped_child_is_not_restarted_by_a_siblings_crash() {
+    let spec = Spec::new("all")
+        .strategy(Strategy::OneForAll)
+        .child(worker("a"))
+        .child(sleep_cmd("held"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    assert!(wait_until(DEADLINE, || all_running(&tree)));
+    tree.stop_child("held").unwrap();
+    let a = pids(&tree)["a"];
+    assert!(wait_until(DEADLINE, || catches_sigusr1(a)));
+    kill(Pid::from_raw(a), Signal::SIGUSR1).unwrap();
+    expect(&events, "a's restart", |e| {
+        child_is(e, "a") && matches!(e.kind, EventKind::Started { .. })
+    });
+    assert_eq!(state_of(&tree, "held"), (RunState::Stopped, None));
+    assert_eq!(tree.stop(), Outcome::Stopped);
+}
+
+fn ready_child(name: &str, args: &[&str]) -> ChildSpec {
+    ChildSpec::command(
+        name,
+        Command::new(env!("CARGO_BIN_EXE_ready_child")).args(args),
+    )
+    .backoff(Backoff::none())
+}
+
+/// Starts `spec` (one child, `c`, that becomes ready 1.5 s after it starts) and
+/// checks Starting → Ready event → Running.
+fn starting_then_running(spec: ChildSpec) {
+    let spec = Spec::new("r").child(spec);
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let started = expect(&events, "c's start", |e| {
+        child_is(e, "c") && matches!(e.kind, EventKind::Started { .. })
+    });
+    let EventKind::Started { pid } = started.kind else {
+        unreachable!()
+    };
+    assert_eq!(state_of(&tree, "c"), (RunState::Starting, Some(pid)));
+    let ready = expect(&events, "c's readiness", |e| {
+        child_is(e, "c") && !matches!(e.kind, EventKind::Lagged { .. })
+    });
+    assert_eq!(ready.kind, EventKind::Ready { pid }, "{ready}");
+    assert_eq!(ready.to_string(), format!("r/c ready (pid {pid})"));
+    assert_eq!(state_of(&tree, "c"), (RunState::Running, Some(pid)));
+    assert_eq!(tree.stop(), Outcome::Stopped);
+}
+
+#[test]
+fn readiness_notify_goes_from_starting_to_running_on_ready_1() {
+    starting_then_running(ready_child("c", &["notify", "1500"]).ready(Readiness::Notify));
+}
+
+#[test]
+fn readiness_tcp_goes_from_starting_to_running_once_the_port_accepts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    starting_then_running(
+        ready_child("c", &["tcp", &port.to_string(), "1500"]).ready(Readiness::Tcp(addr)),
+    );
+}
+
+#[test]
+fn readiness_notify_is_for_commands_only() {
+    let spec = Spec::new("n").child(worker("rust").ready(Readiness::Notify));
+    assert_eq!(
+        spec.start().err(),
+        Some(TreeError::NotifyUnsupported("rust".into()))
+    );
+}
+
+/// Run by `an_inherited_notify_socket_is_not_passed_on` with `NOTIFY_SOCKET=@inherited`
+/// set: a plain command must not see it, a `Notify` one must see its own.
+#[test]
+#[ignore = "run by an_inherited_notify_socket_is_not_passed_on, in a process of its own"]
+fn inherited_notify_socket_child() {
+    assert_eq!(std::env::var("NOTIFY_SOCKET").as_deref(), Ok("@inherited"));
+    let spec = Spec::new("env")
+        .child(sh("plain", r#"test -z "$NOTIFY_SOCKET""#).restart(RestartType::Temporary))
+        .child(
+            sh(
+                "own",
+                r#"test -n "$NOTIFY_SOCKET" && test "$NOTIFY_SOCKET" != @inherited"#,
+            )
+            .restart(RestartType::Temporary)
+            .ready(Readiness::Notify),
+        );
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    for name in ["plain", "own"] {
+        let e = expect(&events, "the exit", |e| {
+            child_is(e, name) && matches!(e.kind, EventKind::Exited { .. })
+        });
+        let EventKind::Exited { exit, .. } = e.kind else {
+            unreachable!()
+        };
+        assert_eq!(exit.status.code(), Some(0), "{name}: {exit}");
+    }
+    assert_eq!(tree.stop(), Outcome::Stopped);
+}
+
+#[test]
+fn an_inherited_notify_socket_is_not_passed_on() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "inherited_notify_socket_child"])
+        .env("NOTIFY_SOCKET", "@inherited")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

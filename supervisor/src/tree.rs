@@ -58,7 +58,8 @@
 //! `web` and `web/api`; replicas are `group.i` (`web/workers.0`), and the group's name
 //! (`web/workers`) addresses them all where a call accepts a group. Names cannot hold `/`,
 //! so a name is a path of one step. An unknown path is [`TreeError::NoSuchChild`] with
-//! the path as given. Events name the supervisor by its path *with* the root's name
+//! the path as given; one through a nested supervisor that is not running (stopped, or
+//! waiting for its restart) is [`TreeError::NotRunning`], naming that supervisor. Events name the supervisor by its path *with* the root's name
 //! (`app/web`), so that the root's own events have a name.
 //!
 //! ```no_run
@@ -294,7 +295,9 @@ pub enum Readiness {
     /// abstract namespace, as `sd_notify(3)` accepts), and is ready when a datagram there
     /// holds the line `READY=1`. Other lines (`STATUS=…`, `STOPPING=1`) are ignored.
     /// Datagrams are taken from the child itself or from a process of its process group
-    /// only (checked with `SCM_CREDENTIALS`). Commands only.
+    /// only (checked with `SCM_CREDENTIALS`; a sender already gone when its datagram is
+    /// read, such as a `systemd-notify` the script has reaped, counts if it ran as our
+    /// user). Commands only.
     Notify,
     /// Running once a TCP connection to this address succeeds; tried every 100 ms while
     /// the child runs.
@@ -742,6 +745,9 @@ pub enum TreeError {
     NotAGroup(String),
     /// [`Readiness::Notify`] on a child that is not a command.
     NotifyUnsupported(String),
+    /// A path goes through a nested supervisor that is not running (stopped, or between a
+    /// crash and its restart): its children cannot be reached. Names that supervisor.
+    NotRunning(String),
     /// The tree has ended (it was stopped, or it gave up).
     Ended,
     /// A blocking call made on procvisor's runtime thread, which it would deadlock; use the
@@ -761,6 +767,7 @@ impl fmt::Display for TreeError {
             TreeError::Policy(e) => write!(f, "{e}"),
             TreeError::NoSuchChild(n) => write!(f, "no child at {n:?}"),
             TreeError::NotAGroup(n) => write!(f, "child {n:?} is not a group of replicas"),
+            TreeError::NotRunning(n) => write!(f, "supervisor {n:?} is not running"),
             TreeError::NotifyUnsupported(n) => write!(
                 f,
                 "child {n:?} is not a command: readiness by notification is for commands"

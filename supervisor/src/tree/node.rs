@@ -12,6 +12,20 @@
 //! waiting for each to end, then do one thing (start these in order after a delay, end the
 //! supervisor, remove a child). A child that fails while a sequence runs joins it: its plan
 //! is merged, so nothing is started twice and nothing is forgotten.
+//!
+//! # Held slots, readiness, paths
+//!
+//! `stop_child` *holds* a slot: it is stopped as any stop is (its end is `requested`, so
+//! no restart and no intensity charge) and `start_slot` refuses it until `start_child`
+//! lets go, which is how a pending backoff timer or a sibling's one_for_all restart leave
+//! it alone. Callers wait on the slot's `stop_waiters`, answered when its run ends.
+//!
+//! A run's readiness watch (a notify socket or TCP probes, see `ready`) is a future spawned
+//! on this actor's context, and cancelled when the run ends.
+//!
+//! Requests that take a path follow its first step: a plain name is a child here, and
+//! `head/rest` is forwarded to the running nested supervisor `head`, whose errors come back
+//! with `head/` put in front of their paths.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -368,10 +382,10 @@ impl Node {
     fn became_ready(&mut self, id: SlotId, generation: u64) {
         let Some(i) = self.pos(id) else { return };
         let slot = &mut self.slots[i];
-        slot.watch = None;
         if slot.generation != generation {
             return;
         }
+        slot.watch = None;
         if let Run::Running(running) = &slot.run {
             let pid = running.pid();
             slot.ready = true;
@@ -924,19 +938,20 @@ impl Node {
         let Some((head, rest)) = path.split_once('/') else {
             return Ok(Place::Here(path.to_owned()));
         };
-        self.slots
+        let nested = self
+            .slots
             .iter()
             .find(|s| s.name == head && s.removing.is_none())
-            .and_then(|s| match &s.run {
-                Run::Running(Running::Node(addr)) => Some(addr.clone()),
-                _ => None,
-            })
-            .map(|addr| Place::Below {
-                addr,
+            .filter(|s| matches!(s.spec.target, Target::Supervisor(_)))
+            .ok_or_else(|| TreeError::NoSuchChild(path.to_owned()))?;
+        match &nested.run {
+            Run::Running(Running::Node(addr)) => Ok(Place::Below {
+                addr: addr.clone(),
                 head: head.to_owned(),
                 rest: rest.to_owned(),
-            })
-            .ok_or_else(|| TreeError::NoSuchChild(path.to_owned()))
+            }),
+            _ => Err(TreeError::NotRunning(head.to_owned())),
+        }
     }
 
     /// The slots that `name` names here: the child of that name, or the members of the
@@ -1082,6 +1097,7 @@ impl TreeError {
         match self {
             TreeError::NoSuchChild(p) => TreeError::NoSuchChild(join(head, &p)),
             TreeError::NotAGroup(p) => TreeError::NotAGroup(join(head, &p)),
+            TreeError::NotRunning(p) => TreeError::NotRunning(join(head, &p)),
             other => other,
         }
     }
@@ -1214,7 +1230,11 @@ impl Handler<AddChild> for Node {
                     let rest = rest.trim_end_matches('/').to_owned();
                     self.forward(addr, head, AddChild::at(rest, msg.spec))
                 }
-                _ => ready(Err(TreeError::NoSuchChild(msg.supervisor))),
+                Ok(Place::Here(_)) => ready(Err(TreeError::NoSuchChild(msg.supervisor))),
+                Err(TreeError::NoSuchChild(_)) => {
+                    ready(Err(TreeError::NoSuchChild(msg.supervisor)))
+                }
+                Err(e) => ready(Err(e)),
             };
         }
         let mut names = self

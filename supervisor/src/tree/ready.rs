@@ -9,14 +9,16 @@
 //! in the file system if this process dies. Abstract sockets have no permissions, so any
 //! process in the network namespace can send to one: the socket has `SO_PASSCRED` on, and
 //! only datagrams from the child itself, or from a process of its process group, count.
-//! A sender that has already exited when its datagram is read cannot be placed in a group
-//! (its `/proc` entry is gone) and is only accepted when it is the child — the race that
-//! `systemd-notify` has with systemd's `NotifyAccess=all`.
+//! A sender that has already exited when its datagram is read (`systemd-notify` run by a
+//! shell script, reaped at once) cannot be placed in a group, its `/proc` entry gone: it is
+//! accepted when it ran as our user, who could do anything to the child anyway — the race
+//! that systemd's `NotifyAccess=all` has, closed on the side of the child's own user.
 
 use std::ffi::OsString;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -99,21 +101,39 @@ impl NotifySocket {
     }
 }
 
-/// One datagram into `buf`, and the sender's pid from its credentials.
-fn recv(fd: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Option<i32>)> {
+/// Who sent a datagram, from its `SCM_CREDENTIALS`.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    pid: i32,
+    uid: u32,
+}
+
+/// One datagram into `buf`, and its sender.
+fn recv(fd: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Option<Sender>)> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
     let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
-    let pid = msg.cmsgs()?.find_map(|c| match c {
-        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+    let sender = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::ScmCredentials(cred) => Some(Sender {
+            pid: cred.pid(),
+            uid: cred.uid(),
+        }),
         _ => None,
     });
-    Ok((msg.bytes, pid))
+    Ok((msg.bytes, sender))
 }
 
-/// Whether `sender` is the child `pid` or in its process group (a command leads its own).
-fn from_child(sender: i32, pid: i32) -> bool {
-    sender == pid || super::reaper::stat(sender).is_some_and(|(_, pgrp)| pgrp == pid)
+/// Whether `sender` speaks for the child `pid`: it is the child, or in its process group (a
+/// command leads its own), or it ran as our user and is already gone (see the module docs).
+fn from_child(sender: Sender, pid: i32) -> bool {
+    if sender.pid == pid {
+        return true;
+    }
+    match super::reaper::stat(sender.pid) {
+        Some((_, pgrp)) => pgrp == pid,
+        // `/proc/self` belongs to our effective uid (nix's `user` feature is not on).
+        None => std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == sender.uid),
+    }
 }
 
 /// Whether an sd_notify message holds the line `READY=1`. Other assignments (`STATUS=…`,
@@ -147,6 +167,41 @@ mod tests {
         assert!(!has_ready_line(b"READY=0\nSTOPPING=1"));
         assert!(!has_ready_line(b"\xff\xfe garbage"));
         assert!(!has_ready_line(b""));
+    }
+
+    /// Sends `message` to the socket named by `env` (`@name`), from this process.
+    fn send(env: &std::ffi::OsStr, message: &[u8]) {
+        use std::os::linux::net::SocketAddrExt;
+        let name = &env.as_encoded_bytes()[1..];
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        s.send_to_addr(message, &addr).unwrap();
+    }
+
+    #[test]
+    fn only_the_child_or_its_group_can_say_ready() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let me = std::process::id() as i32;
+        rt.block_on(async {
+            // Waiting for another process's word (no pid or group is ever i32::MAX, above
+            // pid_max): ours does not count.
+            let socket = NotifySocket::bind().unwrap();
+            let env = socket.env_value();
+            send(&env, b"READY=1");
+            let stranger = socket.ready(i32::MAX);
+            let waited = tokio::time::timeout(Duration::from_millis(300), stranger);
+            assert!(waited.await.is_err(), "a stranger's READY=1 was taken");
+            // Waiting for ours: junk first, then the word.
+            let socket = NotifySocket::bind().unwrap();
+            let env = socket.env_value();
+            send(&env, b"STATUS=starting\n\xff");
+            send(&env, b"STATUS=up\nREADY=1\n");
+            let waited = tokio::time::timeout(Duration::from_secs(10), socket.ready(me));
+            assert!(waited.await.is_ok(), "the child's READY=1 was not taken");
+        });
     }
 
     #[test]
