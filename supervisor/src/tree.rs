@@ -869,7 +869,7 @@ pub enum EventKind {
         exit: Exit,
         /// How long it ran.
         ran_for: Duration,
-        /// It ended inside the start-success window.
+        /// It ended on its own inside the start-success window (never for a stop we asked for).
         failed_start: bool,
     },
     /// A nested supervisor ended.

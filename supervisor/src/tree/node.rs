@@ -488,7 +488,8 @@ impl Node {
         let ran_for = slot
             .started_at
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let failed_start = slot.backoff.failed_start(ran_for);
+        // A stop we asked for is no failed start, however soon it came.
+        let failed_start = !requested && slot.backoff.failed_start(ran_for);
         let name = slot.name.clone();
         let ending = match end {
             End::Process(status) => {
