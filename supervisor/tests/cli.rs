@@ -543,3 +543,170 @@ fn a_client_without_a_fleet_gets_one_line_and_code_1() {
     assert!(err.contains("cannot reach a fleet"), "{err}");
     let _ = Path::new(&s.0);
 }
+
+/// Reads lines from a child's stdout until `want` says enough, with a deadline.
+fn read_lines_until(child: &mut Child, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    while !want(&lines) {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("not enough lines within {DEADLINE:?}: {lines:?}"),
+        }
+    }
+    lines
+}
+
+#[test]
+fn logs_and_events_follow_what_happens() {
+    let toml = format!(
+        "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"ticker\"\ncommand = \"sh\"\nargs = [\"-c\", \"i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done\"]\n{}",
+        sleeper("victim")
+    );
+    let mut f = Fleet::start("follow", &toml);
+    f.wait_running("ticker");
+    f.wait_running("victim");
+
+    let mut logs = Command::new(BIN)
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["logs", "ticker", "-f", "-n", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = read_lines_until(&mut logs, |l| l.len() >= 5);
+    let n: Vec<u64> = lines
+        .iter()
+        .map(|l| l.strip_prefix("tick ").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        n.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost: {n:?}"
+    );
+    logs.kill().unwrap();
+    logs.wait().unwrap();
+
+    let mut events = Command::new(BIN)
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["events", "-f", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(f.cli(&["stop", "victim"]).status.success());
+    let lines = read_lines_until(&mut events, |l| {
+        l.iter()
+            .any(|l| l.contains("\"exited\"") && l.contains("/victim"))
+    });
+    let exited: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert!(
+        exited["text"].as_str().unwrap().contains("stopped by us"),
+        "{exited}"
+    );
+    events.kill().unwrap();
+    events.wait().unwrap();
+    // The fleet noticed neither hang-up.
+    assert!(f.try_status().is_some());
+}
+
+#[test]
+fn a_fast_writer_keeps_procvisor_small_and_its_lines_whole() {
+    // About 40 MB of lines through a 256 KiB log kept 3 deep.
+    let toml = "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"firehose\"\nrestart = \"transient\"\ncommand = \"sh\"\nargs = [\"-c\", \"yes 'a line of text that is forty-two bytes' | head -n 1000000\"]\nstdout = { path = \"firehose.log\", max_bytes = 262144, keep = 3 }\n";
+    let mut f = Fleet::start("firehose", toml);
+    f.wait_for("the writer to finish", |f| {
+        f.program("firehose")
+            .is_some_and(|p| p["state"] == "exited")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", f.child.id())).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(hwm_kib < 64 * 1024, "procvisor's peak RSS: {hwm_kib} KiB");
+    let logs = f.scratch.path("logs");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.file_name().unwrap().to_string_lossy().starts_with("firehose.log") {
+            continue; // its stderr log, empty
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() <= 262_144,
+            "{} is {} bytes",
+            path.display(),
+            text.len()
+        );
+        assert!(text.ends_with('\n'), "{} ends mid-line", path.display());
+        assert!(
+            text.lines()
+                .all(|l| l == "a line of text that is forty-two bytes"),
+            "{} holds a split line",
+            path.display()
+        );
+        files += 1;
+    }
+    assert_eq!(files, 4, "the log and its 3 rotations");
+}
+
+#[test]
+fn procvisor_tells_systemd_ready_and_stopping() {
+    let s = Scratch::new("sdnotify");
+    let notify = std::os::unix::net::UnixDatagram::bind(s.path("notify")).unwrap();
+    notify.set_read_timeout(Some(DEADLINE)).unwrap();
+    let file = s.path("fleet.toml");
+    // The program prints whether it sees procvisor's NOTIFY_SOCKET (it must not).
+    std::fs::write(
+        &file,
+        "[fleet]\nlog_dir = \"logs\"\n[[program]]\nname = \"child\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo notify=[$NOTIFY_SOCKET]; exec sleep 300\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--socket",
+            s.path("ctl.sock").to_str().unwrap(),
+        ])
+        .env("NOTIFY_SOCKET", s.path("notify"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within the deadline");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    assert!(msg.contains(&format!("MAINPID={}", child.id())), "{msg}");
+    let log = s.path("logs/child.stdout.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(start.elapsed() < DEADLINE, "the child never wrote its log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "notify=[]\n");
+    signal(child.id() as i32, libc_sig::TERM);
+    let n = notify
+        .recv(&mut buf)
+        .expect("STOPPING=1 within the deadline");
+    assert!(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "STOPPING=1")
+    );
+    assert!(wait_child(&mut child, DEADLINE).is_some_and(|s| s.success()));
+}
