@@ -1,5 +1,7 @@
 //! The measuring loops and child bookkeeping every bench row shares.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use procvisor::Process;
@@ -96,4 +98,15 @@ pub(crate) fn join_told(
         }
         other => Err(format!("a child ended with {other:?}")),
     }
+}
+
+/// A path in the temporary directory no other bench of any run uses:
+/// `procvisor-bench-{what}-{pid}-{n}{suffix}`, where nothing has been created yet.
+pub(crate) fn unique_temp_path(what: &str, suffix: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "procvisor-bench-{what}-{}-{}{suffix}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }

@@ -6,7 +6,8 @@ pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
     /// the `connection_*` benches and their `socketpair_*` floors, the queue benches,
     /// `actor_request_rtt`, the sync benches and their `pthread_mutex_*` / `futex_pingpong`
-    /// floors, the manager benches and their `unix_rtt_*` floors.
+    /// floors, the manager benches and their `unix_rtt_*` floors, the supervision rows,
+    /// the CLI rows and their `spawn_*` floors.
     pub(crate) bench: String,
     /// `procvisor`, `cpython` or `os`.
     pub(crate) imp: &'static str,
@@ -174,7 +175,8 @@ pub(crate) const TABLE_BENCHES: [&str; 22] = [
 /// The start methods, in table order.
 pub(crate) const METHODS: [&str; 3] = ["forkserver", "spawn", "fork"];
 
-/// The comparison table, as Markdown (readable in a terminal too).
+/// The comparison table, as Markdown (readable in a terminal too); empty when none of its
+/// rows ran.
 pub(crate) fn table(figs: &[Figure]) -> String {
     let header = [
         "bench",
@@ -269,8 +271,16 @@ pub(crate) fn table(figs: &[Figure]) -> String {
         }
     }
 
+    if rows.is_empty() {
+        return String::new();
+    }
+    markdown(&header, &rows)
+}
+
+/// A Markdown table of `N` columns, each as wide as its widest cell.
+fn markdown<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
-    for r in &rows {
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
@@ -289,10 +299,73 @@ pub(crate) fn table(figs: &[Figure]) -> String {
     };
     let mut out = line(&header.map(str::to_owned));
     out.push_str(&line(&widths.map(|w| "-".repeat(w))));
-    for r in &rows {
+    for r in rows {
         out.push_str(&line(r));
     }
     out
+}
+
+/// A row of a table read against targets rather than CPython (the supervision and CLI
+/// rows): the bench, the OS floor beside it, and its target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TargetRow {
+    /// The procvisor figure of the row.
+    pub(crate) bench: &'static str,
+    /// The OS figure it is read against, if any.
+    pub(crate) floor: Option<&'static str>,
+    /// The target, as the issue states it (`-` for none).
+    pub(crate) target: &'static str,
+}
+
+/// The rows of `rows` that ran, as a Markdown table beside their floors and targets, the
+/// first column headed `title`; empty when none ran.
+pub(crate) fn target_table(title: &str, figs: &[Figure], rows: &[TargetRow]) -> String {
+    let stats = |bench: &str, imp: &str| {
+        figs.iter()
+            .find(|f| f.bench == bench && f.imp == imp)
+            .and_then(|f| f.stats().map(|s| (f, s)))
+    };
+    let header = [
+        title,
+        "method",
+        "procvisor (median [min–max])",
+        "os floor",
+        "procvisor/floor",
+        "target",
+    ];
+    let mut cells = Vec::new();
+    for row in rows {
+        let Some((f, s)) = stats(row.bench, "procvisor") else {
+            continue;
+        };
+        let u = &f.unit;
+        let floor = row
+            .floor
+            .and_then(|b| stats(b, "os").map(|(_, fs)| (b, fs)));
+        cells.push([
+            row.bench.to_owned(),
+            f.method.clone(),
+            format!(
+                "{} {u} [{}–{}]",
+                fmt_value(s.median, u),
+                fmt_value(s.min, u),
+                fmt_value(s.max, u)
+            ),
+            floor.map_or("-".to_owned(), |(b, fs)| {
+                format!("{} {u} ({b})", fmt_value(fs.median, u))
+            }),
+            floor
+                .filter(|(_, fs)| fs.median > 0.0)
+                .map_or("-".to_owned(), |(_, fs)| {
+                    format!("{:.1}×", s.median / fs.median)
+                }),
+            row.target.to_owned(),
+        ]);
+    }
+    if cells.is_empty() {
+        return String::new();
+    }
+    markdown(&header, &cells)
 }
 
 /// The OS floor figures, one line each.

@@ -35,7 +35,6 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::libc;
@@ -48,7 +47,8 @@ use procvisor::restart::{Backoff, Intensity};
 use procvisor::tree::{ChildSpec, Outcome, RunState, Spec, Tree};
 use procvisor_integration::{pid_present, wait_until};
 
-use crate::report::Figure;
+use crate::measure::unique_temp_path;
+use crate::report::{self, Figure, TargetRow};
 use crate::{Config, figure, proc_kib, warm_up};
 
 /// The restart rows.
@@ -142,12 +142,7 @@ struct Reports {
 
 impl Reports {
     fn bind() -> Result<Reports, String> {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "procvisor-bench-tree-{}-{}.sock",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = unique_temp_path("tree", ".sock");
         let _ = std::fs::remove_file(&path);
         let socket =
             UnixDatagram::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
@@ -450,89 +445,19 @@ pub(crate) fn restart_note(cfg: &Config) -> String {
     )
 }
 
-/// `v` with three significant digits or so (KiB as an integer).
-fn fmt_value(v: f64, unit: &str) -> String {
-    if unit == "KiB" {
-        format!("{v:.0}")
-    } else if v < 10.0 {
-        format!("{v:.3}")
-    } else if v < 100.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 /// The supervision rows as a Markdown table beside their floors and targets; empty when
 /// none ran.
 pub(crate) fn table(figs: &[Figure]) -> String {
-    let find = |bench: &str, imp: &str| {
-        figs.iter()
-            .find(|f| f.bench == bench && f.imp == imp)
-            .and_then(|f| f.stats().map(|s| (f, s)))
-    };
-    let header = [
-        "supervision bench",
-        "method",
-        "procvisor (median [min–max])",
-        "os floor",
-        "procvisor/floor",
-        "target",
-    ]
-    .map(str::to_owned);
-    let mut rows = Vec::new();
-    let floor_of = |bench: &str| match bench {
-        "restart_latency_p50" => Some(FLOORS[0]),
-        "restart_latency_p99" => Some(FLOORS[1]),
-        _ => None,
-    };
-    for bench in RESTART.iter().chain(&SUPERVISE) {
-        let Some((f, s)) = find(bench, "procvisor") else {
-            continue;
-        };
-        let u = &f.unit;
-        let floor = floor_of(bench).and_then(|b| find(b, "os").map(|(_, s)| (b, s)));
-        rows.push([
-            (*bench).to_owned(),
-            f.method.clone(),
-            format!(
-                "{} {u} [{}–{}]",
-                fmt_value(s.median, u),
-                fmt_value(s.min, u),
-                fmt_value(s.max, u)
-            ),
-            floor.map_or("-".to_owned(), |(b, fs)| {
-                format!("{} {u} ({b})", fmt_value(fs.median, u))
-            }),
-            floor
-                .filter(|(_, fs)| fs.median > 0.0)
-                .map_or("-".to_owned(), |(_, fs)| {
-                    format!("{:.1}×", s.median / fs.median)
-                }),
-            target(bench).to_owned(),
-        ]);
-    }
-    if rows.is_empty() {
-        return String::new();
-    }
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String; 6]| {
-        let mut s = String::from("|");
-        for (c, w) in cells.iter().zip(widths) {
-            s.push_str(&format!(" {c}{} |", " ".repeat(w - c.chars().count())));
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(&header);
-    out.push_str(&line(&widths.map(|w| "-".repeat(w))));
-    for r in &rows {
-        out.push_str(&line(r));
-    }
-    out
+    let rows: Vec<TargetRow> = RESTART
+        .iter()
+        .zip(FLOORS)
+        .map(|(b, f)| (*b, Some(f)))
+        .chain(SUPERVISE.iter().map(|b| (*b, None)))
+        .map(|(bench, floor)| TargetRow {
+            bench,
+            floor,
+            target: target(bench),
+        })
+        .collect();
+    report::target_table("supervision bench", figs, &rows)
 }

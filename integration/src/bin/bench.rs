@@ -39,6 +39,11 @@
 //! - `pool_map_1M_default_chunksize`, `pool_map_chunksize1`, `pool_imap_unordered_chunksize1`
 //!   (items/s), `pool_apply_rtt` (µs, floor `pool_pipe_rtt`) and `pool_create_close_join`
 //!   (ms): `procvisor::Pool` of `forkserver` workers; see `integration/src/bench/pool.rs`.
+//! - `cli_status_100` (ms, one `procvisor status --json` command against a running fleet of
+//!   100 programs, with the socket round trip alone as `cli_status_100_socket` and the floor
+//!   `spawn_wait_true`) and `cli_run_100_all_running` (ms, `procvisor run` of that fleet
+//!   until all 100 run, floor `spawn_100_sleep`): the release `procvisor` binary found next
+//!   to this one, no CPython column; see `integration/src/bench/cli.rs`.
 //! - CPython: `integration/bench/python/process_bench.py`, `connection_bench.py`,
 //!   `queue_bench.py`, `sync_bench.py`, `manager_bench.py` and `pool_bench.py`, run with
 //!   `python3`.
@@ -64,6 +69,8 @@ use procvisor::{Process, StartMethod};
 
 #[path = "../bench/actor.rs"]
 mod actor;
+#[path = "../bench/cli.rs"]
+mod cli;
 #[path = "../bench/connection.rs"]
 mod connection;
 #[path = "../bench/cpus.rs"]
@@ -166,7 +173,9 @@ fn usage() -> &'static str {
      \x20          supervise_1000_start, supervise_1000_rss, supervise_1000_idle_cpu,\n\
      \x20          supervise_1000_stop,\n\
      \x20          pool_map_1M_default_chunksize, pool_map_chunksize1,\n\
-     \x20          pool_imap_unordered_chunksize1, pool_apply_rtt, pool_create_close_join"
+     \x20          pool_imap_unordered_chunksize1, pool_apply_rtt, pool_create_close_join,\n\
+     \x20          cli_status_100, cli_status_100_socket, spawn_wait_true,\n\
+     \x20          cli_run_100_all_running, spawn_100_sleep"
 }
 
 fn parse_args() -> Result<Config, String> {
@@ -418,6 +427,35 @@ fn main() -> ExitCode {
             notes.push(pool::note(&cfg, bench));
         }
     }
+    let (cli_status, cli_run) = (cli::wants_status(&cfg), cli::wants_run(&cfg));
+    if cli_status {
+        progress(&format!(
+            "procvisor {} {} (and os {})",
+            cli::STATUS[0],
+            cli::METHOD,
+            cli::STATUS_FLOOR
+        ));
+        let r = cli::bench_status(&cfg);
+        record(
+            &mut figs,
+            r,
+            &format!("procvisor {}", cli::STATUS[0]),
+            &mut notes,
+        );
+    }
+    if cli_run {
+        progress(&format!(
+            "procvisor {} {} (and os {})",
+            cli::RUN,
+            cli::METHOD,
+            cli::RUN_FLOOR
+        ));
+        let r = cli::bench_run(&cfg);
+        record(&mut figs, r, &format!("procvisor {}", cli::RUN), &mut notes);
+    }
+    if cli_status || cli_run {
+        notes.push(cli::note(&cfg, cli_status, cli_run));
+    }
     // `idle_rss` measures both; keep only what the filter asked for.
     figs.retain(|f| f.imp == "os" || cfg.wants(&f.bench) || !f.bench.starts_with("idle_"));
     if python.is_none() {
@@ -446,11 +484,17 @@ fn main() -> ExitCode {
             eprintln!("note: {n}");
         }
     } else {
-        println!();
-        print!("{}", report::table(&figs));
+        let main_rows = report::table(&figs);
+        if !main_rows.is_empty() {
+            print!("\n{main_rows}");
+        }
         let supervision = tree::table(&figs);
         if !supervision.is_empty() {
             print!("\n{supervision}");
+        }
+        let cli_rows = cli::table(&figs);
+        if !cli_rows.is_empty() {
+            print!("\n{cli_rows}");
         }
         let floors = report::floors(&figs);
         if !floors.is_empty() {
