@@ -395,6 +395,39 @@ fn a_semaphore_permit_whose_holder_was_killed_comes_back() {
     }
 }
 
+#[test]
+fn holders_past_the_tracked_table_get_untracked_permits_and_the_rest_come_back() {
+    // One holder more than the table records, all holding at once, all killed.
+    let n = procvisor::Semaphore::TRACKED_HOLDERS + 1;
+    let sem = procvisor::Semaphore::new(n as u32).unwrap();
+    let mut holders = Vec::new();
+    for _ in 0..n {
+        let (mut ready, theirs) = pipe(true).unwrap();
+        let mut p = Process::new(hold_permit_and_hang, (sem.clone(), theirs));
+        p.start().unwrap();
+        ready.recv::<()>().unwrap();
+        holders.push(p);
+    }
+    assert_eq!(
+        sem.value(),
+        0,
+        "every holder got its permit, tracked or not"
+    );
+    for p in &holders {
+        p.kill().unwrap();
+    }
+    for p in &mut holders {
+        p.join(None).unwrap();
+    }
+    // The next acquirer takes back the tracked permits at once; the untracked one is lost.
+    let got = sem.acquire(Some(Duration::from_secs(20)));
+    assert!(matches!(got, Err(AcquireError::OwnerDied(()))), "{got:?}");
+    assert_eq!(
+        sem.value() as usize,
+        procvisor::Semaphore::TRACKED_HOLDERS - 1
+    );
+}
+
 fn take_permit_and_exit(sem: procvisor::Semaphore) -> bool {
     sem.acquire(Some(Duration::from_secs(20))).unwrap()
 }

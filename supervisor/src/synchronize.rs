@@ -488,6 +488,12 @@ impl<'de> Deserialize<'de> for RLock {
 /// never give the permit back — must not return a consumer's permits when it exits: make
 /// it with [`Semaphore::counting`], which tracks no holders (CPython's behaviour).
 ///
+/// At most [`Semaphore::TRACKED_HOLDERS`] processes are recorded as holders at once. A
+/// process that acquires while that many others hold permits still gets its permit, but an
+/// untracked one: it is not given back if that process dies holding it (CPython's
+/// behaviour for every permit). The table lives in the semaphore's shared memory, so its
+/// size is fixed when the semaphore is made.
+///
 /// ```
 /// let s = procvisor::Semaphore::new(1)?;
 /// let guard = s.permit(None).unwrap().expect("a permit is free");
@@ -500,6 +506,15 @@ impl<'de> Deserialize<'de> for RLock {
 pub struct Semaphore {
     shared: Arc<Shared>,
     bound: Option<u32>,
+}
+
+impl Semaphore {
+    /// Holder processes recorded at once (see the type's docs).
+    ///
+    /// ```
+    /// assert_eq!(procvisor::Semaphore::TRACKED_HOLDERS, 64);
+    /// ```
+    pub const TRACKED_HOLDERS: usize = HOLDER_SLOTS;
 }
 
 impl fmt::Debug for Semaphore {
