@@ -641,7 +641,12 @@ fn a_fast_writer_keeps_procvisor_small_and_its_lines_whole() {
     let mut files = 0;
     for entry in std::fs::read_dir(&logs).unwrap() {
         let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("firehose.log") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("firehose.log")
+        {
             continue; // its stderr log, empty
         }
         let text = std::fs::read_to_string(&path).unwrap();
