@@ -792,6 +792,71 @@ fn sigkill_of_the_supervising_process_leaves_no_child_alive_after_one_second() {
     assert!(gone, "survivors after {:?}: {survivors:?}", t.elapsed());
 }
 
+#[test]
+fn sigkill_of_the_supervising_process_kills_what_a_command_left_in_its_group() {
+    // The command's background `sleep 300` is a grandchild in the command's process group:
+    // the parent-death signal reaches only the command itself, the group guard the rest.
+    let (mut parent, pids) =
+        procvisor_integration::spawn_reporting_pids(env!("CARGO_BIN_EXE_group_parent"));
+    let [command, grandchild] = pids[..] else {
+        panic!("expected the command and its grandchild: {pids:?}")
+    };
+    assert!(alive(command), "{command} is not running");
+    assert!(alive(grandchild), "{grandchild} is not running");
+    let t = Instant::now();
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // Dead: gone, or a zombie that init has yet to reap.
+    let gone = wait_until(Duration::from_secs(1), || {
+        !alive(command) && !alive(grandchild)
+    });
+    assert!(
+        gone,
+        "after {:?}: command {command} {:?}, grandchild {grandchild} {:?}",
+        t.elapsed(),
+        procvisor_integration::process_state(command),
+        procvisor_integration::process_state(grandchild),
+    );
+}
+
+#[test]
+fn a_command_that_ends_is_no_longer_guarded() {
+    let dir = std::env::temp_dir().join(format!("procvisor-guarded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    // Runs until the test creates `go`, then ends with 0.
+    let script = format!("while [ ! -e '{}' ]; do sleep 0.01; done", go.display());
+    let spec = Spec::new("guarded").child(
+        ChildSpec::command("waiter", Command::new("sh").args(["-c", &script]))
+            .restart(RestartType::Temporary),
+    );
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let started = expect(&events, "the start", |e| child_is(e, "waiter"));
+    let EventKind::Started { pid } = started.kind else {
+        panic!("{started:?}")
+    };
+    assert!(
+        procvisor::tree::guarded_groups().contains(&pid),
+        "{pid} runs unguarded: {:?}",
+        procvisor::tree::guarded_groups()
+    );
+    std::fs::write(&go, b"").unwrap();
+    let exited = expect(&events, "the exit", |e| {
+        child_is(e, "waiter") && matches!(e.kind, EventKind::Exited { .. })
+    });
+    let EventKind::Exited { exit, .. } = exited.kind else {
+        unreachable!()
+    };
+    assert_eq!(exit.status.code(), Some(0));
+    assert!(
+        !procvisor::tree::guarded_groups().contains(&pid),
+        "{pid} ended and is still guarded"
+    );
+    drop(tree);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn square(x: u64) -> u64 {
     x * x
 }

@@ -210,13 +210,22 @@ impl Child {
         match &self.sentinel {
             Sentinel::Pidfd if self.group_leader => {
                 // Kill what is left of the group while the leader is a zombie: its pid, which
-                // is the group's id, cannot be reused until it is reaped.
-                if exited_unreaped(self.pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(self.pid),
-                        Signal::SIGKILL,
-                    );
+                // is the group's id, cannot be reused until it is reaped. For the same
+                // reason the group guard forgets the group now, not after the reap. A
+                // leader still running is not reaped here at all: one that ended between
+                // the check and a `WNOHANG` reap would skip both.
+                match exited_unreaped(self.pid) {
+                    Some(false) => return None,
+                    Some(true) => {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(self.pid),
+                            Signal::SIGKILL,
+                        );
+                    }
+                    // Not our child any more (reaped elsewhere): `reap` says so.
+                    None => {}
                 }
+                crate::tree::untrack_group(self.pid);
                 self.reap()
             }
             Sentinel::Pidfd => self.reap(),
@@ -351,14 +360,15 @@ impl Child {
 }
 
 /// Whether our child `pid` has ended but is not reaped yet (`waitid` with `WNOWAIT` leaves
-/// it a zombie).
-fn exited_unreaped(pid: i32) -> bool {
+/// it a zombie); `None` when it is not our child to wait for (reaped elsewhere).
+fn exited_unreaped(pid: i32) -> Option<bool> {
     use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    !matches!(
-        waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags),
-        Ok(WaitStatus::StillAlive) | Err(_)
-    )
+    match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
+        Ok(WaitStatus::StillAlive) => Some(false),
+        Ok(_) => Some(true),
+        Err(_) => None,
+    }
 }
 
 /// The live children of this process: what `active_children()` lists and what the exit

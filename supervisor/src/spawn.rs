@@ -31,6 +31,7 @@ use crate::error::{Error, Kind};
 use crate::per_process::PerProcess;
 
 mod exec;
+pub(crate) use exec::reexec;
 mod fork;
 pub(crate) mod forkserver;
 

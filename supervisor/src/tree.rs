@@ -32,7 +32,9 @@
 //! - **Containment**: a command runs in a process group of its own, dies with the
 //!   supervising process (even a SIGKILLed one, through `PR_SET_PDEATHSIG`), and when it
 //!   ends whatever is left of its group is killed, as systemd's `KillMode=control-group`
-//!   does. [`set_child_subreaper`] (opt-in) also reaps what such a group leaves behind.
+//!   does. When the supervising process dies in any way, SIGKILL included, a small group
+//!   guard process kills every command's whole group within moments ([`guarded_groups`]).
+//!   [`set_child_subreaper`] (opt-in) also reaps what such a group leaves behind.
 //!   Stdout and stderr can go to size-rotated [`LogFile`]s.
 //! - **Stop and start** (OTP's `terminate_child` / `restart_child`):
 //!   [`Tree::stop_child`] stops a child with its shutdown and keeps its slot, spec and
@@ -102,12 +104,18 @@ pub use crate::restart::{Backoff, Intensity, PolicyError, RestartType, Strategy}
 use crate::spawn::StartMethod;
 use crate::status::ExitStatus;
 
+mod guard;
 mod launch;
 mod logs;
 mod node;
 mod ready;
 mod reaper;
 
+pub use guard::guarded_groups;
+pub(crate) use guard::{
+    close_inherited as close_inherited_guard, lock_for_fork as guard_lock_for_fork,
+    untrack as untrack_group,
+};
 pub use logs::{LogFile, Output};
 pub use node::{
     AddChild, Children, Node, RemoveChild, RestartChild, Scale, ShutdownTree, StartChild,

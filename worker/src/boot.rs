@@ -7,6 +7,8 @@
 //! - [`WORKER_ENV`]: read a `Hello` and a `Start` frame from that socket, run the target,
 //!   report, exit.
 //! - [`FORKSERVER_ENV`]: serve fork requests on that socket until it closes.
+//! - [`GUARD_ENV`]: guard the process groups of supervised commands until it closes (see
+//!   [`guard`](crate::guard)).
 //!
 //! The check runs from an `.init_array` constructor, so it works in any program that links
 //! procvisor, including `cargo test` binaries whose `main` is not ours. The variable is
@@ -29,8 +31,9 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, Message, RemoteError};
 
+pub use crate::guard::GUARD_ENV;
 use crate::os::FrameReader;
-use crate::{entry, forkserver, os, run};
+use crate::{entry, forkserver, guard, os, run};
 
 /// Environment variable naming the control socket of a `spawn` worker.
 pub const WORKER_ENV: &str = "PROCVISOR_WORKER_FD";
@@ -43,6 +46,10 @@ pub(crate) fn on_load() {
     if let Some(fd) = take_fd_var(FORKSERVER_ENV) {
         os::ignore_sigpipe();
         forkserver::serve(fd);
+    }
+    if let Some(fd) = take_fd_var(GUARD_ENV) {
+        os::ignore_sigpipe();
+        guard::serve(fd);
     }
     if let Some(fd) = take_fd_var(WORKER_ENV) {
         os::ignore_sigpipe();

@@ -19,6 +19,8 @@
 //! - [`identity`]: `current_process()` and `parent_process()` as Python numbers them.
 //! - the forkserver loop: a single-threaded process, a re-exec of the program, that forks
 //!   workers on request and reports their exit status.
+//! - [`guard`]: the group guard, a re-exec of the program that kills what supervised
+//!   commands left in their process groups once the program is gone, SIGKILL included.
 //! - [`handles`]: descriptors that travel inside a target's arguments.
 //! - [`os`]: the few system calls the parent side shares with us (pidfds, fd passing).
 //!
@@ -32,9 +34,10 @@
 pub mod boot;
 pub mod entry;
 mod forkserver;
+pub mod guard;
 pub mod handles;
 pub mod identity;
 pub mod os;
 pub mod run;
 
-pub use boot::{FORKSERVER_ENV, WORKER_ENV};
+pub use boot::{FORKSERVER_ENV, GUARD_ENV, WORKER_ENV};

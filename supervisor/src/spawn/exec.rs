@@ -54,12 +54,25 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
 /// This program, re-executed as a worker on descriptor `fd`. Python gives its children
 /// `/dev/null` as standard input; so do we.
 pub(super) fn command(fd: i32) -> Command {
+    reexec(procvisor_worker::WORKER_ENV, fd)
+}
+
+/// This program, re-executed in the mode that the boot variable `var` names (a worker, the
+/// forkserver, the group guard: see `procvisor_worker::boot`) on descriptor `fd`, with
+/// `/dev/null` as standard input. The caller makes `fd` inheritable.
+pub(crate) fn reexec(var: &str, fd: i32) -> Command {
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(procvisor_worker::WORKER_ENV, fd.to_string())
-        .stdin(Stdio::null());
+    for other in [
+        procvisor_worker::WORKER_ENV,
+        procvisor_worker::FORKSERVER_ENV,
+        procvisor_worker::GUARD_ENV,
+    ] {
+        cmd.env_remove(other);
+    }
+    cmd.env(var, fd.to_string()).stdin(Stdio::null());
     cmd
 }
 

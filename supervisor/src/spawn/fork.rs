@@ -43,6 +43,7 @@ where
             crate::child::registry::lock_for_fork(),
             forkserver::lock_for_fork(),
             procvisor_worker::identity::lock_for_fork(),
+            crate::tree::guard_lock_for_fork(),
         );
         let forked = crate::sys::fork_for_fork_method();
         let inherited: Vec<i32> = match forked {
@@ -55,6 +56,7 @@ where
             Ok(ForkResult::Child) => {
                 let _ = nix::unistd::close(parent_raw);
                 forkserver::close_inherited();
+                crate::tree::close_inherited_guard();
                 let keep: Vec<i32> = handles.iter().map(|h| h.as_raw_fd()).collect();
                 for fd in inherited.into_iter().filter(|fd| !keep.contains(fd)) {
                     // The `Connection` owning this number lives on in our copy of the

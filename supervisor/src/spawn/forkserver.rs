@@ -40,7 +40,13 @@ static SERVER_FD: AtomicI32 = AtomicI32::new(-1);
 /// Closes the copy of the server socket that a `fork` child inherited: otherwise the server
 /// would not see the parent's exit while the child lives.
 pub(crate) fn close_inherited() {
-    let fd = SERVER_FD.load(Ordering::Relaxed);
+    close_recorded(&SERVER_FD);
+}
+
+/// Closes the descriptor whose number `slot` holds (-1: none), in a `fork` child.
+/// Async-signal-safe: one atomic load and `close`.
+pub(crate) fn close_recorded(slot: &AtomicI32) {
+    let fd = slot.load(Ordering::Relaxed);
     if fd >= 0 {
         let _ = nix::unistd::close(fd);
     }
@@ -126,11 +132,7 @@ impl Server {
 fn start_server() -> Result<Server, Error> {
     let gone = |what: &str| Error::new(Kind::ForkServer(what.to_owned()));
     let (ours, theirs) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
-    let mut cmd = super::exec::command(theirs.as_raw_fd());
-    cmd.env_remove(procvisor_worker::WORKER_ENV).env(
-        procvisor_worker::FORKSERVER_ENV,
-        theirs.as_raw_fd().to_string(),
-    );
+    let mut cmd = super::exec::reexec(procvisor_worker::FORKSERVER_ENV, theirs.as_raw_fd());
     // No parent-death signal: the server may be started from a short-lived thread. It
     // watches its socket instead, which closes when this process ends in any way.
     crate::sys::inherit_fd(&mut cmd, theirs.as_raw_fd(), None);

@@ -74,12 +74,28 @@ pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd, die_with: Option<Pid>) {
 }
 
 /// Arranges for `cmd`, once spawned, to die (SIGKILL) when the thread that spawned it ends,
-/// `parent` being the spawning process's pid. A supervised external command never outlives
-/// its supervisor, even one that is SIGKILLed.
-pub(crate) fn die_with_spawner(cmd: &mut Command, parent: Pid) {
-    let hook = move || Ok(die_with_parent(parent)?);
-    // SAFETY: the hook makes only async-signal-safe system calls (prctl, getppid, raise),
-    // allocates nothing and takes no lock, as `pre_exec` requires.
+/// `parent` being the spawning process's pid, and then, as the last thing before exec, to
+/// tell the group guard on `guard` that it leads a process group to kill if `parent` dies.
+/// A supervised external command never outlives its supervisor, even one that is
+/// SIGKILLed, and neither does what it leaves in its group.
+///
+/// `cmd` must make its own process group (`process_group(0)`, which std does before the
+/// hooks run): the note names the child's pid as the group's id.
+pub(crate) fn die_with_spawner(cmd: &mut Command, parent: Pid, guard: RawFd) {
+    let hook = move || {
+        die_with_parent(parent)?;
+        // SAFETY: `guard` is the program's end of the guard's socket, open in the parent
+        // for as long as the spawn lasts (the guard's lock is held across it), so open in
+        // this copy of the parent's descriptor table until exec closes it (CLOEXEC).
+        let guard = unsafe { std::os::fd::BorrowedFd::borrow_raw(guard) };
+        // A guard that is gone is not a reason not to run: the command still dies with us,
+        // only what it leaves behind may not. The parent tells a new guard.
+        let note = procvisor_worker::guard::Note::Track(nix::unistd::getpid().as_raw());
+        let _ = procvisor_worker::guard::send_note(guard, note);
+        Ok(())
+    };
+    // SAFETY: the hook makes only async-signal-safe system calls (prctl, getppid, raise,
+    // getpid, send, poll), allocates nothing and takes no lock, as `pre_exec` requires.
     unsafe {
         cmd.pre_exec(hook);
     }

@@ -88,7 +88,8 @@ impl Running {
     }
 
     /// Starts an external command: its own process group, death with this process (the
-    /// calling thread must live as long as the process: the runtime thread does), its
+    /// calling thread must live as long as the process: the runtime thread does) and of
+    /// its whole group with this process (the group guard), its
     /// output where the spec says, `NOTIFY_SOCKET` set to `notify` (and removed
     /// otherwise). A failed exec comes back with its errno.
     pub(crate) fn command(
@@ -101,12 +102,17 @@ impl Running {
         let mut cmd = os_command(spec, notify);
         let (stdout, stderr, pumps) = streams.split();
         cmd.stdout(stdout).stderr(stderr);
-        crate::sys::die_with_spawner(&mut cmd, nix::unistd::getpid());
+        let guard = super::guard::arm().map_err(|e| LaunchError {
+            errno: e.raw_os_error(),
+            message: format!("starting the group guard: {e}"),
+        })?;
+        crate::sys::die_with_spawner(&mut cmd, nix::unistd::getpid(), guard.fd());
         let spawned = cmd.spawn()?;
         // The std handle is only dropped: it neither waits nor kills, and our own pidfd and
         // `waitpid(pid)` take over. Nothing has reaped the child yet, so the pid is its own.
         let pid = spawned.id() as i32;
         drop(spawned);
+        guard.track(pid);
         // The parent's copies of the pipes' write ends went with `cmd`.
         drop(cmd);
         pumps.pump(log_failed);
@@ -115,6 +121,7 @@ impl Running {
             Err(e) => {
                 // Without a pidfd we cannot watch it: do not leave it running unwatched.
                 let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                super::guard::untrack(pid);
                 let _ = procvisor_worker::os::waitpid_raw(pid, false);
                 return Err(LaunchError {
                     errno: Some(e as i32),
