@@ -1333,3 +1333,101 @@ fn an_inherited_notify_socket_is_not_passed_on() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A cgroup-v1 freezer group for one test: what is put in it and frozen stays in
+/// uninterruptible sleep (state `D`), SIGKILL included, until thawed. Thawed and removed on
+/// drop, whatever the test did.
+struct Freezer(PathBuf);
+
+impl Freezer {
+    /// `None` where there is no v1 freezer to write to (no root, cgroup v2 only).
+    fn new(tag: &str) -> Option<Freezer> {
+        let dir = PathBuf::from("/sys/fs/cgroup/freezer")
+            .join(format!("procvisor-{tag}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(Freezer(dir))
+    }
+
+    fn freeze(&self, pid: i32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        std::fs::write(self.0.join("freezer.state"), "FROZEN").unwrap();
+        assert!(
+            wait_until(DEADLINE, || {
+                std::fs::read_to_string(self.0.join("freezer.state"))
+                    .is_ok_and(|s| s.trim() == "FROZEN")
+            }),
+            "the freezer never froze"
+        );
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        // A thawed task with a pending SIGKILL dies, and leaves the group as it does.
+        wait_until(DEADLINE, || std::fs::remove_dir(&self.0).is_ok());
+    }
+}
+
+#[test]
+fn a_child_that_survives_sigkill_is_reported_stuck_and_the_supervisor_goes_on() {
+    let Some(freezer) = Freezer::new("stuck") else {
+        eprintln!("skipped: this machine gives no writable cgroup-v1 freezer (it needs root)");
+        return;
+    };
+    let spec = Spec::new("stuck")
+        .child(sleep_cmd("frozen").shutdown(Shutdown::Graceful {
+            signal: Signal::SIGTERM,
+            grace: Duration::from_millis(100),
+        }))
+        .child(sleep_cmd("other"));
+    let events = spec.events();
+    let tree = spec.start().unwrap();
+    let started = expect(&events, "frozen started", |e| {
+        child_is(e, "frozen") && matches!(e.kind, EventKind::Started { .. })
+    });
+    let EventKind::Started { pid } = started.kind else {
+        unreachable!()
+    };
+    expect(&events, "other started", |e| {
+        child_is(e, "other") && matches!(e.kind, EventKind::Started { .. })
+    });
+    freezer.freeze(pid);
+
+    // SIGTERM does nothing, SIGKILL after the grace does nothing: reported, then left.
+    let t = Instant::now();
+    tree.stop_child("frozen").unwrap();
+    let waited = t.elapsed();
+    expect(&events, "the stop timed out", |e| {
+        child_is(e, "frozen") && e.kind == EventKind::StopTimedOut { pid }
+    });
+    let stuck = expect(&events, "the child reported stuck", |e| {
+        child_is(e, "frozen") && matches!(e.kind, EventKind::StopStuck { .. })
+    });
+    assert_eq!(
+        stuck.kind,
+        EventKind::StopStuck {
+            pid,
+            state: Some('D')
+        }
+    );
+    assert!(waited >= Duration::from_secs(5), "gave up after {waited:?}");
+    assert!(alive(pid), "still there: it is frozen");
+    // The supervisor goes on: it answers, and its other child runs untouched.
+    let states: HashMap<String, RunState> = tree
+        .children()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.state))
+        .collect();
+    assert_eq!(states["other"], RunState::Running);
+    assert_eq!(states["frozen"], RunState::Stopped);
+    tree.start_child("frozen").unwrap();
+    assert_eq!(tree.children().unwrap()[0].state, RunState::Running);
+    drop(freezer);
+    assert!(
+        wait_until(DEADLINE, || !alive(pid)),
+        "thawed, the SIGKILLed child dies"
+    );
+    tree.stop();
+}
