@@ -129,6 +129,37 @@ fn a_torn_frame_is_a_typed_error_not_a_hang() {
 }
 
 #[test]
+fn large_messages_read_past_the_buffer_keep_order_and_tear_cleanly() {
+    // Large messages (read straight into their own Vec) between small ones, in order.
+    let (mut a, mut b) = pipe(true).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let writer = std::thread::spawn(move || {
+        for i in 0..3u8 {
+            a.send_bytes(&[i]).unwrap();
+            a.send_bytes(&big[..big.len() - i as usize]).unwrap();
+        }
+        a.send(&"end").unwrap();
+    });
+    for i in 0..3u8 {
+        assert_eq!(b.recv_bytes().unwrap(), [i]);
+        let got = b.recv_bytes().unwrap();
+        assert_eq!(got.len(), 300_000 - i as usize);
+        assert!(got.iter().enumerate().all(|(j, &v)| v == (j % 251) as u8));
+    }
+    assert_eq!(b.recv::<String>().unwrap(), "end");
+    writer.join().unwrap();
+
+    // A large frame torn by its writer's end: a typed error, not a hang or a short message.
+    let (raw, sock) = UnixStream::pair().unwrap();
+    let mut conn = Connection::from(sock);
+    (&raw).write_all(&200_000u32.to_be_bytes()).unwrap();
+    (&raw).write_all(&vec![7u8; 100_000]).unwrap();
+    drop(raw);
+    let err = conn.recv_bytes().unwrap_err();
+    assert!(matches!(err, ConnectionError::Broken(_)), "{err}");
+}
+
+#[test]
 fn a_value_of_the_wrong_type_names_the_type_and_keeps_the_connection() {
     let (mut a, mut b) = pipe(true).unwrap();
     a.send(&"text").unwrap();

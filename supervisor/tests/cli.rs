@@ -264,6 +264,27 @@ fn check_names_the_line_and_column_of_a_broken_file() {
 }
 
 #[test]
+fn the_demo_fleet_checks_and_runs() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet.toml");
+    let out = Command::new(BIN).arg("check").arg(&demo).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Its programs, run from a copy whose logs go to the test's own directory.
+    let toml = std::fs::read_to_string(&demo)
+        .unwrap()
+        .replace("../target/fleet-logs", "logs");
+    let mut f = Fleet::start("demo", &toml);
+    for name in ["steady", "compute/pool.0"] {
+        f.wait_running(name);
+    }
+    f.wait_for("crashy to crash and come back", |f| {
+        f.program("crashy")
+            .is_some_and(|p| p["restarts"].as_u64() >= Some(1) && p["last_exit"] == "exit code 3")
+    });
+    let (status, err) = f.terminate();
+    assert!(status.success(), "{status}: {err}");
+}
+
+#[test]
 fn killed_members_come_back_and_stop_start_restart_work() {
     let toml = format!(
         "{}{}[[program]]\nname = \"pool\"\ncommand = \"sleep\"\nargs = [\"300\"]\nnumprocs = 2\n",
