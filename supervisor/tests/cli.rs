@@ -151,7 +151,7 @@ impl Fleet {
     }
 
     /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         signal(self.child.id() as i32, libc_sig::TERM);
         let status = wait_child(&mut self.child, DEADLINE).expect("procvisor stops on SIGTERM");
         (status, self.stderr())
@@ -351,6 +351,16 @@ fn sigterm_stops_everything_in_reverse_order() {
     let (status, err) = f.terminate();
     assert!(status.success(), "{status}: {err}");
     assert!(pids.iter().all(|&p| !alive(p)), "{pids:?}");
+    let left: Vec<_> = std::fs::read_dir(&f.scratch.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("ctl.sock")),
+        "the socket and its lock file are removed: {left:?}"
+    );
     let pos = |n: &str| {
         err.find(&format!("{n} exited"))
             .unwrap_or_else(|| panic!("no exit of {n} in: {err}"))
@@ -381,6 +391,7 @@ fn reload_applies_only_the_differences() {
     assert_eq!(r["added"], serde_json::json!(["new"]));
     assert_eq!(r["removed"], serde_json::json!(["drop"]));
     assert_eq!(r["changed"], serde_json::json!(["change"]));
+    assert_eq!(r["unchanged"], 1);
     f.wait_running("new");
     let c2 = f.wait_running("change");
     assert_ne!(c2, change);

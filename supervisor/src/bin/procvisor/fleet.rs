@@ -118,7 +118,10 @@ pub(crate) fn run(file: &Path, socket: Option<PathBuf>) -> Result<(), String> {
     };
     crate::notify::sd_notify("STOPPING=1");
     signals.close();
+    // Gone before the fleet stops, so that a new `run` can start at once; the lock file
+    // with it (the lock itself is held until this process ends).
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(lock_path(&socket));
     let code = match outcome {
         Some(procvisor::tree::Outcome::GaveUp(why)) => Err(format!("the fleet gave up: {why}")),
         _ => {
@@ -134,6 +137,13 @@ pub(crate) fn run(file: &Path, socket: Option<PathBuf>) -> Result<(), String> {
     code
 }
 
+/// The file whose lock says a fleet owns `socket`.
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut p = socket.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
 /// Binds the control socket, refusing when another fleet holds it.
 fn bind(socket: &Path) -> Result<(UnixListener, nix::fcntl::Flock<File>), String> {
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -145,14 +155,13 @@ fn bind(socket: &Path) -> Result<(UnixListener, nix::fcntl::Flock<File>), String
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    let mut lock_path = socket.as_os_str().to_owned();
-    lock_path.push(".lock");
+    let lock_path = lock_path(socket);
     let lock_file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", PathBuf::from(&lock_path).display()))?;
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| {
             format!(
@@ -479,7 +488,12 @@ fn reload(shared: &Shared) -> Value {
     if new.socket != fleet.socket {
         restart_needed.push("fleet.socket");
     }
-    let unchanged = new.programs.len() - added.len().min(new.programs.len());
+    // Programs that run on exactly as they were: same definition, group not replaced.
+    let unchanged = new
+        .programs
+        .iter()
+        .filter(|np| !in_replaced(np) && fleet.program(&np.name) == Some(*np))
+        .count();
     tracing::info!(
         ?added,
         ?removed,
@@ -499,7 +513,7 @@ fn reload(shared: &Shared) -> Value {
     if errors.is_empty() {
         json!({
             "ok": true, "added": added, "removed": removed, "changed": changed,
-            "unchanged": unchanged.saturating_sub(changed.len()),
+            "unchanged": unchanged,
             "needs_restart": restart_needed,
         })
     } else {
