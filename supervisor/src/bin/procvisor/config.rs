@@ -102,21 +102,33 @@ fn parse_duration(text: &str) -> Option<Duration> {
     (secs.is_finite() && secs < 1e12).then(|| Duration::from_secs_f64(secs))
 }
 
+/// Looks `text` up in `table`; an unknown one is an error listing what is known.
+fn by_name<T: Copy>(what: &str, text: &str, table: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, v)) = table.iter().find(|(name, _)| *name == text) {
+        return Ok(*v);
+    }
+    let names: Vec<String> = table.iter().map(|(n, _)| format!("{n:?}")).collect();
+    Err(format!(
+        "unknown {what} {text:?}: expected {}",
+        names.join(", ")
+    ))
+}
+
 /// A strategy by its OTP name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StrategyName(pub(crate) Strategy);
 
 impl<'de> Deserialize<'de> for StrategyName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const TABLE: [(&str, Strategy); 3] = [
+            ("one_for_one", Strategy::OneForOne),
+            ("one_for_all", Strategy::OneForAll),
+            ("rest_for_one", Strategy::RestForOne),
+        ];
         let s = String::deserialize(d)?;
-        match s.as_str() {
-            "one_for_one" => Ok(StrategyName(Strategy::OneForOne)),
-            "one_for_all" => Ok(StrategyName(Strategy::OneForAll)),
-            "rest_for_one" => Ok(StrategyName(Strategy::RestForOne)),
-            _ => Err(de::Error::custom(format!(
-                "unknown strategy {s:?}: expected \"one_for_one\", \"one_for_all\" or \"rest_for_one\""
-            ))),
-        }
+        by_name("strategy", &s, &TABLE)
+            .map(StrategyName)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -126,15 +138,15 @@ pub(crate) struct RestartName(pub(crate) RestartType);
 
 impl<'de> Deserialize<'de> for RestartName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const TABLE: [(&str, RestartType); 3] = [
+            ("permanent", RestartType::Permanent),
+            ("transient", RestartType::Transient),
+            ("temporary", RestartType::Temporary),
+        ];
         let s = String::deserialize(d)?;
-        match s.as_str() {
-            "permanent" => Ok(RestartName(RestartType::Permanent)),
-            "transient" => Ok(RestartName(RestartType::Transient)),
-            "temporary" => Ok(RestartName(RestartType::Temporary)),
-            _ => Err(de::Error::custom(format!(
-                "unknown restart type {s:?}: expected \"permanent\", \"transient\" or \"temporary\""
-            ))),
-        }
+        by_name("restart type", &s, &TABLE)
+            .map(RestartName)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -227,11 +239,16 @@ impl<'de> Deserialize<'de> for ReadySpec {
             de::Error::custom("expected \"started\", \"notify\", or { tcp = \"127.0.0.1:8080\" }")
         })?;
         match raw {
-            Raw::Text(t) if t == "started" => Ok(ReadySpec(Readiness::Started)),
-            Raw::Text(t) if t == "notify" => Ok(ReadySpec(Readiness::Notify)),
-            Raw::Text(t) => Err(de::Error::custom(format!(
-                "unknown readiness {t:?}: expected \"started\", \"notify\" or {{ tcp = \"host:port\" }}"
-            ))),
+            Raw::Text(t) => by_name(
+                "readiness",
+                &t,
+                &[
+                    ("started", Readiness::Started),
+                    ("notify", Readiness::Notify),
+                ],
+            )
+            .map(ReadySpec)
+            .map_err(|e| de::Error::custom(format!("{e}, or {{ tcp = \"host:port\" }}"))),
             Raw::Tcp(t) => t
                 .tcp
                 .parse::<SocketAddr>()
