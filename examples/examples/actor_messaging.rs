@@ -1,9 +1,10 @@
 //! An actix actor that sends typed requests to two worker processes and prints the replies.
 //!
 //! Shows `procvisor::mailbox`: each worker process runs a handler loop (`mailbox::serve`)
-//! on its end of a mailbox; the parent starts a `Mailbox` actor per worker, and an
-//! application actor (`Dispatcher`) sends them `Call`s and awaits the typed replies. The
-//! mailboxes are bounded (capacity 4 here): a full one makes `send` wait.
+//! on its end of a mailbox; the parent attaches the other end to the process's Worker actor
+//! (`Process::attach_mailbox`), and an application actor (`Dispatcher`) sends `Call`s to
+//! the two Worker addresses and awaits the typed replies. The mailboxes are bounded
+//! (capacity 4 here): a full one makes `send` wait.
 //!
 //! There is no Python original: CPython has no actors. The closest is a pair of
 //! `multiprocessing.Pipe`s with a loop in each child, which is what runs underneath.
@@ -29,7 +30,8 @@
 //! ```
 
 use actix::prelude::*;
-use procvisor::mailbox::{self, Call, Mailbox};
+use procvisor::mailbox::{self, Call};
+use procvisor::worker::Worker;
 use procvisor::{Connection, Process};
 
 /// Worker process: upper-cases words, replying with its pid.
@@ -44,10 +46,10 @@ fn count_worker(conn: Connection) -> u64 {
     mailbox::serve(conn, |word: String| (word.chars().count(), pid)).expect("serve")
 }
 
-/// The application actor: holds the two mailboxes' addresses.
+/// The application actor: holds the two workers' addresses.
 struct Dispatcher {
-    upper: Addr<Mailbox<String, (String, u32)>>,
-    count: Addr<Mailbox<String, (usize, u32)>>,
+    upper: Addr<Worker>,
+    count: Addr<Worker>,
 }
 
 impl Actor for Dispatcher {
@@ -68,15 +70,15 @@ impl Handler<Word> for Dispatcher {
         let (upper, count) = (self.upper.clone(), self.count.clone());
         Box::pin(async move {
             let (up, up_pid) = upper
-                .send(Call::new(word.clone()))
+                .send(Call::<String, (String, u32)>::new(word.clone()))
                 .await
-                .expect("the mailbox actor is running")
+                .expect("the worker actor is running")
                 .expect("the upper worker answers");
             println!("upper({word:?}) = {up:?} from worker {up_pid}");
             let (n, n_pid) = count
-                .send(Call::new(word.clone()))
+                .send(Call::<String, (usize, u32)>::new(word.clone()))
                 .await
-                .expect("the mailbox actor is running")
+                .expect("the worker actor is running")
                 .expect("the count worker answers");
             println!("count({word:?}) = {n} from worker {n_pid}");
         })
@@ -90,16 +92,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut count = Process::new(count_worker, count_child).with_name("count");
     upper.start()?;
     count.start()?;
+    upper.attach_mailbox(upper_end, 4)?;
+    count.attach_mailbox(count_end, 4)?;
     println!(
         "worker upper (pid {}) and worker count (pid {}) are serving",
         upper.pid()?.unwrap_or(0),
         count.pid()?.unwrap_or(0)
     );
 
+    let (upper_addr, count_addr) = (upper.worker(), count.worker());
     actix::System::new().block_on(async move {
         let dispatcher = Dispatcher {
-            upper: upper_end.start(4),
-            count: count_end.start(4),
+            upper: upper_addr.expect("started"),
+            count: count_addr.expect("started"),
         }
         .start();
         for word in ["hello", "procvisor", "actors"] {
@@ -109,8 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .expect("the dispatcher is running");
         }
     });
-    // The System is gone, and with it the mailboxes: each worker sees the end of its
-    // stream, returns how many requests it served, and exits.
+    // Detached, each mailbox closes: its worker sees the end of its stream, returns how
+    // many requests it served, and exits.
+    upper.detach_mailbox::<String, (String, u32)>()?;
+    count.detach_mailbox::<String, (usize, u32)>()?;
     for p in [&upper, &count] {
         p.join(None)?;
         println!(

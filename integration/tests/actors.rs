@@ -199,3 +199,75 @@ mod mailboxes {
         assert_eq!(p.result().unwrap(), 2);
     }
 }
+
+fn echo_server(conn: procvisor::Connection) -> u64 {
+    procvisor::mailbox::serve(conn, |(i, s): (u64, String)| (i + 1, s.to_uppercase()))
+        .expect("serve")
+}
+
+#[test]
+fn an_actor_messages_a_worker_process_through_its_worker_address() {
+    use procvisor::mailbox::{self, Call, MailboxError};
+    type Req = (u64, String);
+    type Resp = (u64, String);
+    actix::System::new().block_on(async {
+        let (end, child_end) = mailbox::channel::<Req, Resp>().unwrap();
+        let mut p = Process::new(echo_server, child_end);
+        p.start().unwrap();
+        p.attach_mailbox(end, 4).unwrap();
+        let worker = p.worker().expect("started");
+
+        // Many requests at once through the one Worker address: every reply is its own, in
+        // the order the mailbox serves them.
+        let calls: Vec<_> = (0..20u64)
+            .map(|i| worker.send(Call::<Req, Resp>::new((i, format!("w{i}")))))
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let reply = call.await.unwrap().unwrap();
+            assert_eq!(reply, (i as u64 + 1, format!("W{i}")));
+        }
+
+        // Types with no mailbox attached: a typed error, not a hang or a panic.
+        let err = worker
+            .send(Call::<u8, u8>::new(1))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, MailboxError::NoMailbox { .. }), "{err}");
+
+        // Detached, the mailbox closes once its last address is gone: the child's loop
+        // ends and reports how many requests it served.
+        p.detach_mailbox::<Req, Resp>().unwrap();
+        let status = worker.send(WaitExit).await.unwrap();
+        assert!(status.success(), "{status:?}");
+        assert_eq!(p.result().unwrap(), 20);
+        let err = worker
+            .send(Call::<Req, Resp>::new((0, String::new())))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, MailboxError::NoMailbox { .. }), "{err}");
+    });
+}
+
+#[test]
+fn a_worker_mailbox_fails_with_worker_gone_when_the_child_dies() {
+    use procvisor::mailbox::{self, Call, MailboxError};
+    type Req = (u64, String);
+    type Resp = (u64, String);
+    actix::System::new().block_on(async {
+        let (end, child_end) = mailbox::channel::<Req, Resp>().unwrap();
+        let mut p = Process::new(echo_server, child_end);
+        p.start().unwrap();
+        p.attach_mailbox(end, 4).unwrap();
+        let worker = p.worker().expect("started");
+        p.kill().unwrap();
+        assert_eq!(worker.send(WaitExit).await.unwrap().exitcode(), -9);
+        let err = worker
+            .send(Call::<Req, Resp>::new((0, String::new())))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, MailboxError::WorkerGone), "{err}");
+    });
+}

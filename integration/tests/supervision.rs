@@ -1306,13 +1306,20 @@ fn inherited_notify_socket_child() {
         );
     let events = spec.events();
     let tree = spec.start().unwrap();
-    for name in ["plain", "own"] {
-        let e = expect(&events, "the exit", |e| {
-            child_is(e, name) && matches!(e.kind, EventKind::Exited { .. })
+    // Both exits, in whichever order they come (waiting for one by name would consume,
+    // and lose, the other's if it came first).
+    let mut exits = HashMap::new();
+    while exits.len() < 2 {
+        let e = expect(&events, "the exits of both", |e| {
+            matches!(e.kind, EventKind::Exited { .. })
         });
         let EventKind::Exited { exit, .. } = e.kind else {
             unreachable!()
         };
+        exits.insert(e.child.clone().unwrap_or_default(), exit);
+    }
+    for name in ["plain", "own"] {
+        let exit = exits[name];
         assert_eq!(exit.status.code(), Some(0), "{name}: {exit}");
     }
     assert_eq!(tree.stop(), Outcome::Stopped);

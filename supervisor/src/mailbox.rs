@@ -45,7 +45,12 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, WrapFuture};
+use std::any::TypeId;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, Message, ResponseFuture,
+    WrapFuture,
+};
 use procvisor_protocol::frame::decode_value;
 use procvisor_protocol::{
     DEFAULT_MAX_FRAME_LEN, DecodeError, EncodeError, HEADER_LEN, encode_value,
@@ -55,6 +60,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{Connection, ConnectionError};
+use crate::worker::Worker;
 
 /// Why a request got no reply.
 #[derive(Debug)]
@@ -83,6 +89,14 @@ pub enum MailboxError {
     /// The supervised worker behind the mailbox is restarting (and the mailbox was built to
     /// fail fast, or the wait for it timed out).
     Restarting,
+    /// A [`Call`] sent to a [`Worker`] that has no mailbox of its request and reply types
+    /// attached ([`Process::attach_mailbox`](crate::Process::attach_mailbox)).
+    NoMailbox {
+        /// The request type.
+        request: &'static str,
+        /// The reply type.
+        reply: &'static str,
+    },
 }
 
 impl fmt::Display for MailboxError {
@@ -97,6 +111,10 @@ impl fmt::Display for MailboxError {
             MailboxError::Broken(_) => f.write_str("mailbox broken by an invalid frame"),
             MailboxError::Io(_) => f.write_str("mailbox i/o failed"),
             MailboxError::Restarting => f.write_str("the worker is restarting"),
+            MailboxError::NoMailbox { request, reply } => write!(
+                f,
+                "the worker has no mailbox taking {request} and answering {reply}"
+            ),
         }
     }
 }
@@ -487,6 +505,112 @@ where
                 result
             }),
         ))
+    }
+}
+
+/// Attaches a mailbox to a [`Worker`], which from then on forwards every
+/// [`Call<Req, Resp>`](Call) it receives to it: an application actor then messages the
+/// child through the child's own Worker address. Sent by
+/// [`Process::attach_mailbox`](crate::Process::attach_mailbox).
+pub struct AttachMailbox<Req, Resp> {
+    end: MailboxEnd<Req, Resp>,
+    capacity: usize,
+}
+
+impl<Req, Resp> fmt::Debug for AttachMailbox<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachMailbox")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<Req, Resp> AttachMailbox<Req, Resp> {
+    /// The message attaching `end`, with room for `capacity` waiting requests.
+    ///
+    /// ```
+    /// let (end, _child) = procvisor::mailbox::channel::<u64, u64>()?;
+    /// let _attach = procvisor::mailbox::AttachMailbox::new(end, 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(end: MailboxEnd<Req, Resp>, capacity: usize) -> Self {
+        AttachMailbox { end, capacity }
+    }
+}
+
+impl<Req: 'static, Resp: 'static> Message for AttachMailbox<Req, Resp> {
+    type Result = ();
+}
+
+impl<Req, Resp> Handler<AttachMailbox<Req, Resp>> for Worker
+where
+    Req: Serialize + Unpin + Send + 'static,
+    Resp: DeserializeOwned + Unpin + Send + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachMailbox<Req, Resp>, _: &mut Context<Self>) {
+        let addr = msg.end.start(msg.capacity);
+        self.mailboxes
+            .insert(TypeId::of::<(Req, Resp)>(), Box::new(addr));
+    }
+}
+
+/// Detaches a [`Worker`]'s mailbox of these types: once the last address to it is gone,
+/// the child's [`serve`] loop sees the end of its stream and returns. Sent by
+/// [`Process::detach_mailbox`](crate::Process::detach_mailbox).
+pub struct DetachMailbox<Req, Resp>(PhantomData<fn(Req) -> Resp>);
+
+impl<Req, Resp> fmt::Debug for DetachMailbox<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DetachMailbox")
+    }
+}
+
+impl<Req, Resp> Default for DetachMailbox<Req, Resp> {
+    fn default() -> Self {
+        DetachMailbox(PhantomData)
+    }
+}
+
+impl<Req: 'static, Resp: 'static> Message for DetachMailbox<Req, Resp> {
+    type Result = ();
+}
+
+impl<Req: 'static, Resp: 'static> Handler<DetachMailbox<Req, Resp>> for Worker {
+    type Result = ();
+
+    fn handle(&mut self, _: DetachMailbox<Req, Resp>, _: &mut Context<Self>) {
+        self.mailboxes.remove(&TypeId::of::<(Req, Resp)>());
+    }
+}
+
+impl<Req, Resp> Handler<Call<Req, Resp>> for Worker
+where
+    Req: Serialize + Unpin + Send + 'static,
+    Resp: DeserializeOwned + Unpin + Send + 'static,
+{
+    type Result = ResponseFuture<Result<Resp, MailboxError>>;
+
+    fn handle(&mut self, call: Call<Req, Resp>, _: &mut Context<Self>) -> Self::Result {
+        let mailbox = self
+            .mailboxes
+            .get(&TypeId::of::<(Req, Resp)>())
+            .and_then(|m| m.downcast_ref::<Addr<Mailbox<Req, Resp>>>())
+            .cloned();
+        Box::pin(async move {
+            let Some(mailbox) = mailbox else {
+                return Err(MailboxError::NoMailbox {
+                    request: std::any::type_name::<Req>(),
+                    reply: std::any::type_name::<Resp>(),
+                });
+            };
+            // The mailbox's own bound applies: this waits while it is full.
+            mailbox
+                .send(call)
+                .await
+                .unwrap_or(Err(MailboxError::WorkerGone))
+        })
     }
 }
 

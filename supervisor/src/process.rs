@@ -598,6 +598,68 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         self.worker.clone()
     }
 
+    /// Attaches a mailbox to this child's [`Worker`] actor: from then on a
+    /// [`Call<Req, Resp>`](crate::mailbox::Call) sent to [`worker()`](Process::worker) is
+    /// forwarded to the child's handler loop ([`mailbox::serve`](crate::mailbox::serve)) and
+    /// its reply resolves the sender's future. The mailbox holds up to `capacity` waiting
+    /// requests: a full one makes `send` wait. A `Call` of types with no mailbox attached
+    /// fails with [`MailboxError::NoMailbox`](crate::mailbox::MailboxError::NoMailbox).
+    ///
+    /// ```no_run
+    /// use procvisor::mailbox::{self, Call};
+    /// use procvisor::{Connection, Process};
+    ///
+    /// fn square_server(conn: Connection) {
+    ///     mailbox::serve(conn, |x: u64| x * x).unwrap();
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (end, child_end) = mailbox::channel::<u64, u64>()?;
+    /// let mut p = Process::new(square_server, child_end);
+    /// p.start()?;
+    /// p.attach_mailbox(end, 16)?;
+    /// let worker = p.worker().expect("started");
+    /// actix::System::new().block_on(async move {
+    ///     let reply = worker.send(Call::<u64, u64>::new(12)).await.unwrap().unwrap();
+    ///     assert_eq!(reply, 144);
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn attach_mailbox<Req, Resp>(
+        &self,
+        end: crate::mailbox::MailboxEnd<Req, Resp>,
+        capacity: usize,
+    ) -> Result<(), Error>
+    where
+        Req: serde::Serialize + Unpin + Send + 'static,
+        Resp: serde::de::DeserializeOwned + Unpin + Send + 'static,
+    {
+        self.started("attach a mailbox to")?;
+        // Started and open: the Worker is there (it goes only with `close`).
+        if let Some(worker) = &self.worker {
+            worker.do_send(crate::mailbox::AttachMailbox::new(end, capacity));
+        }
+        Ok(())
+    }
+
+    /// Detaches the mailbox of these types from this child's [`Worker`]: requests already
+    /// sent are answered, and then the child's [`serve`](crate::mailbox::serve) loop sees
+    /// the end of its stream and returns, as when a [`Mailbox`](crate::mailbox::Mailbox)
+    /// actor of one's own is dropped.
+    ///
+    /// ```no_run
+    /// # fn demo(p: &procvisor::Process<u64>) -> Result<(), procvisor::Error> {
+    /// p.detach_mailbox::<u64, u64>()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn detach_mailbox<Req: 'static, Resp: 'static>(&self) -> Result<(), Error> {
+        self.started("detach a mailbox from")?;
+        if let Some(worker) = &self.worker {
+            worker.do_send(crate::mailbox::DetachMailbox::<Req, Resp>::default());
+        }
+        Ok(())
+    }
+
     /// What the target returned, once the child has ended.
     ///
     /// Errors: [not finished](Error::is_running), [the target panicked](Error::is_remote)

@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +50,9 @@ pub struct Worker {
     child: Arc<Child>,
     supervisor: Addr<Supervisor>,
     waiters: Vec<oneshot::Sender<ExitStatus>>,
+    /// The mailboxes to the child, by the (request, reply) types they carry: each an
+    /// `Addr<Mailbox<Req, Resp>>` (see [`crate::mailbox`]).
+    pub(crate) mailboxes: HashMap<TypeId, Box<dyn Any>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -66,6 +71,7 @@ impl Worker {
             child,
             supervisor,
             waiters: Vec::new(),
+            mailboxes: HashMap::new(),
         }
     }
 
