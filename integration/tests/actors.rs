@@ -200,27 +200,38 @@ mod mailboxes {
     }
 }
 
+/// The request and reply of the echo workers below.
+type EchoReq = (u64, String);
+
 fn echo_server(conn: procvisor::Connection) -> u64 {
-    procvisor::mailbox::serve(conn, |(i, s): (u64, String)| (i + 1, s.to_uppercase()))
-        .expect("serve")
+    procvisor::mailbox::serve(conn, |(i, s): EchoReq| (i + 1, s.to_uppercase())).expect("serve")
+}
+
+/// A started echo worker with its mailbox attached to its Worker, and that Worker.
+fn attached_echo() -> (Process<u64>, actix::Addr<procvisor::worker::Worker>) {
+    let (end, child_end) = procvisor::mailbox::channel::<EchoReq, EchoReq>().unwrap();
+    let mut p = Process::new(echo_server, child_end);
+    p.start().unwrap();
+    p.attach_mailbox(end, 4).unwrap();
+    let worker = p.worker().expect("started");
+    (p, worker)
+}
+
+/// One echo request through a Worker address.
+fn echo_call(i: u64, s: &str) -> procvisor::mailbox::Call<EchoReq, EchoReq> {
+    procvisor::mailbox::Call::new((i, s.to_owned()))
 }
 
 #[test]
 fn an_actor_messages_a_worker_process_through_its_worker_address() {
-    use procvisor::mailbox::{self, Call, MailboxError};
-    type Req = (u64, String);
-    type Resp = (u64, String);
+    use procvisor::mailbox::{Call, MailboxError};
     actix::System::new().block_on(async {
-        let (end, child_end) = mailbox::channel::<Req, Resp>().unwrap();
-        let mut p = Process::new(echo_server, child_end);
-        p.start().unwrap();
-        p.attach_mailbox(end, 4).unwrap();
-        let worker = p.worker().expect("started");
+        let (p, worker) = attached_echo();
 
         // Many requests at once through the one Worker address: every reply is its own, in
         // the order the mailbox serves them.
         let calls: Vec<_> = (0..20u64)
-            .map(|i| worker.send(Call::<Req, Resp>::new((i, format!("w{i}")))))
+            .map(|i| worker.send(echo_call(i, &format!("w{i}"))))
             .collect();
         for (i, call) in calls.into_iter().enumerate() {
             let reply = call.await.unwrap().unwrap();
@@ -237,37 +248,25 @@ fn an_actor_messages_a_worker_process_through_its_worker_address() {
 
         // Detached, the mailbox closes once its last address is gone: the child's loop
         // ends and reports how many requests it served.
-        p.detach_mailbox::<Req, Resp>().unwrap();
+        p.detach_mailbox::<EchoReq, EchoReq>().unwrap();
         let status = worker.send(WaitExit).await.unwrap();
         assert!(status.success(), "{status:?}");
         assert_eq!(p.result().unwrap(), 20);
-        let err = worker
-            .send(Call::<Req, Resp>::new((0, String::new())))
-            .await
-            .unwrap()
-            .unwrap_err();
+        let err = worker.send(echo_call(0, "")).await.unwrap().unwrap_err();
         assert!(matches!(err, MailboxError::NoMailbox { .. }), "{err}");
     });
 }
 
 #[test]
 fn a_worker_mailbox_fails_with_worker_gone_when_the_child_dies() {
-    use procvisor::mailbox::{self, Call, MailboxError};
-    type Req = (u64, String);
-    type Resp = (u64, String);
     actix::System::new().block_on(async {
-        let (end, child_end) = mailbox::channel::<Req, Resp>().unwrap();
-        let mut p = Process::new(echo_server, child_end);
-        p.start().unwrap();
-        p.attach_mailbox(end, 4).unwrap();
-        let worker = p.worker().expect("started");
+        let (p, worker) = attached_echo();
         p.kill().unwrap();
         assert_eq!(worker.send(WaitExit).await.unwrap().exitcode(), -9);
-        let err = worker
-            .send(Call::<Req, Resp>::new((0, String::new())))
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(matches!(err, MailboxError::WorkerGone), "{err}");
+        let err = worker.send(echo_call(0, "")).await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, procvisor::mailbox::MailboxError::WorkerGone),
+            "{err}"
+        );
     });
 }
