@@ -1,8 +1,13 @@
 //! `actor_request_rtt`: an actor request through `procvisor::mailbox`, inside an actix
 //! System on the bench's calling thread: `addr.send(Call::new((i, TEXT)))` to the
-//! [`Mailbox`] actor, which forwards it to a `forkserver` child running
+//! [`Mailbox`](procvisor::mailbox::Mailbox) actor, which forwards it to a `forkserver` child running
 //! `mailbox::serve`, which echoes the `(u64, 32-char String)` of `connection_rtt_small`;
 //! the reply resolves the request. Sequential requests; µs per request.
+//!
+//! `actor_request_rtt_worker`: the same requests sent to the child's Worker address
+//! instead ([`Process::attach_mailbox`]): the Worker, on procvisor's runtime thread,
+//! forwards each to the mailbox it holds, so every request also crosses from the bench's
+//! thread to the runtime's and back. A second child, measured in the same repetitions.
 //!
 //! There is no CPython equivalent (CPython has no actors) and no OS floor of its own: the
 //! row is read against the procvisor `connection_rtt_small` median of the same run, which
@@ -15,10 +20,11 @@
 
 use std::time::Instant;
 
-use actix::Addr;
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler};
 use procvisor::Process;
 use procvisor::connection::Connection;
-use procvisor::mailbox::{self, Call, Mailbox};
+use procvisor::mailbox::{self, Call};
 
 use crate::connection::{
     END_DEADLINE, Kind, METHOD, PinSelf, Placement, PvChild, Small, TEXT, pin,
@@ -29,6 +35,9 @@ use crate::{Config, figure, warm_up};
 
 /// The bench's name.
 pub(crate) const BENCH: &str = "actor_request_rtt";
+
+/// The row of the same requests through the child's Worker address.
+pub(crate) const WORKER_BENCH: &str = "actor_request_rtt_worker";
 
 /// The figure the row is compared with: procvisor's `Connection` round trip.
 pub(crate) const FLOOR: &str = "connection_rtt_small";
@@ -50,8 +59,11 @@ pub(crate) fn note(cfg: &Config, measured_alongside: bool) -> String {
         "actor_request_rtt ({}, one child): {} sequential requests per repetition, each \
          actix addr.send(Call) -> Mailbox actor -> mailbox::serve echo of (u64, 32-char \
          string) -> reply, in an actix System on the bench's thread; same placement as \
-         connection_rtt_small; no CPython column (CPython has no actors); its floor is the \
-         procvisor connection_rtt_small median{} (target: at most 2×)",
+         connection_rtt_small; actor_request_rtt_worker: the same through the child's Worker \
+         address (Process::attach_mailbox; the Worker on procvisor's runtime thread forwards \
+         to the mailbox), a second child in the same repetitions; no CPython column (CPython \
+         has no actors); the floor is the procvisor connection_rtt_small median{} (target: \
+         at most 2×)",
         METHOD.as_str(),
         Kind::Rtt.batch(cfg),
         if measured_alongside {
@@ -73,6 +85,14 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
         mailbox::channel::<Req, Small>().map_err(|e| format!("mailbox::channel: {e}"))?;
     let mut process = Process::new(echo, child_end).with_start_method(METHOD);
     process.start().map_err(|e| format!("start: {e}"))?;
+    let (w_end, w_child_end) =
+        mailbox::channel::<Req, Small>().map_err(|e| format!("mailbox::channel: {e}"))?;
+    let mut via_worker = Process::new(echo, w_child_end).with_start_method(METHOD);
+    via_worker.start().map_err(|e| format!("start: {e}"))?;
+    via_worker
+        .attach_mailbox(w_end, CAPACITY)
+        .map_err(|e| format!("attach_mailbox: {e}"))?;
+    let worker = via_worker.worker().ok_or("no worker after start")?;
     let mut conn = match with_connection
         .then(|| PvChild::start(Kind::Rtt))
         .transpose()
@@ -86,8 +106,10 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
     };
     let placed = (|| {
         if let Some(p) = place {
-            let pid = process.pid().map_err(|e| e.to_string())?;
-            pin(pid.ok_or("no pid after start")?, p.child)?;
+            for proc in [&process, &via_worker] {
+                let pid = proc.pid().map_err(|e| e.to_string())?;
+                pin(pid.ok_or("no pid after start")?, p.child)?;
+            }
             if let Some(c) = &conn {
                 let pid = c.process.pid().map_err(|e| e.to_string())?;
                 pin(pid.ok_or("no pid after start")?, p.child)?;
@@ -105,23 +127,41 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
                 c.batch(n / 10)?;
             }
             requests(&addr, n / 10).await?;
+            requests(&worker, n / 10).await?;
             let mut values = Vec::with_capacity(cfg.reps());
+            let mut worker_values = Vec::with_capacity(cfg.reps());
             let mut conn_values = Vec::with_capacity(cfg.reps());
             for _ in 0..cfg.reps() {
                 if let Some(c) = conn.as_mut() {
                     conn_values.push(c.batch(n)?);
                 }
                 values.push(requests(&addr, n).await?);
+                worker_values.push(requests(&worker, n).await?);
             }
-            Ok::<_, String>((values, conn_values))
+            Ok::<_, String>((values, worker_values, conn_values))
         })
     });
     let conn_end = conn.as_mut().map_or(Ok(()), Side::end);
     let actor_end = finish(&process);
-    let (values, conn_values) = measured?;
+    // Detached, the Worker's mailbox closes too, and that child ends the same way.
+    let worker_end = via_worker
+        .detach_mailbox::<Req, Small>()
+        .map_err(|e| e.to_string())
+        .and_then(|()| finish(&via_worker));
+    let (values, worker_values, conn_values) = measured?;
     actor_end?;
+    worker_end?;
     conn_end?;
-    let mut figs = vec![figure(BENCH, "procvisor", METHOD.as_str(), "us", values)];
+    let mut figs = vec![
+        figure(BENCH, "procvisor", METHOD.as_str(), "us", values),
+        figure(
+            WORKER_BENCH,
+            "procvisor",
+            METHOD.as_str(),
+            "us",
+            worker_values,
+        ),
+    ];
     if with_connection {
         figs.push(figure(
             FLOOR,
@@ -135,11 +175,15 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
 }
 
 /// One timed batch of `n` sequential requests, in µs per request.
-async fn requests(addr: &Addr<Mailbox<Req, Small>>, n: usize) -> Result<f64, String> {
+async fn requests<A>(addr: &Addr<A>, n: usize) -> Result<f64, String>
+where
+    A: Actor + Handler<Call<Req, Small>>,
+    A::Context: ToEnvelope<A, Call<Req, Small>>,
+{
     let t0 = Instant::now();
     for i in 0..n as u64 {
         let (j, _) = addr
-            .send(Call::new((i, TEXT)))
+            .send(Call::<Req, Small>::new((i, TEXT)))
             .await
             .map_err(|e| format!("send: {e}"))?
             .map_err(|e| format!("request: {e}"))?;

@@ -123,7 +123,9 @@ fn floor_of(bench: &str, method: &str) -> Option<(&'static str, &'static str, &'
         ("connection_oneway_small", _) => os("socketpair_write_small"),
         ("connection_oneway_1mib", _) => os("socketpair_write_1mib"),
         ("connection_oneway_small_buffered", _) => os("socketpair_write_batched"),
-        ("actor_request_rtt", _) => Some(("connection_rtt_small", "procvisor", "forkserver")),
+        ("actor_request_rtt" | "actor_request_rtt_worker", _) => {
+            Some(("connection_rtt_small", "procvisor", "forkserver"))
+        }
         ("lock_uncontended", _) => os("pthread_mutex_pair"),
         ("value_contended_2x200k", _) => os("pthread_mutex_2x200k"),
         ("event_pingpong", _) => os("futex_pingpong"),
@@ -148,7 +150,7 @@ fn sync_row(bench: &str) -> bool {
 }
 
 /// Rows of the table, in bench order then method order.
-pub(crate) const TABLE_BENCHES: [&str; 22] = [
+pub(crate) const TABLE_BENCHES: [&str; 23] = [
     "start_join",
     "start_100",
     "idle_rss",
@@ -158,6 +160,7 @@ pub(crate) const TABLE_BENCHES: [&str; 22] = [
     "connection_oneway_small_buffered",
     "connection_oneway_1mib",
     "actor_request_rtt",
+    "actor_request_rtt_worker",
     "queue_1p1c_small",
     "queue_2p2c_small",
     "joinable_put_taskdone_join",
