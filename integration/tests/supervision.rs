@@ -694,7 +694,8 @@ fn children_are_added_removed_and_scaled_at_run_time() {
 
 #[test]
 fn bad_specs_are_typed_errors_before_anything_starts() {
-    let ok = || sh("fine", "sleep 3600");
+    // A duration no other test uses: tests running beside this one start `sleep 3600`s.
+    let ok = || sh("fine", "sleep 3593");
     let cases: Vec<(Spec, TreeError)> = vec![
         (
             Spec::new("zero").intensity(Intensity {
@@ -738,12 +739,12 @@ fn bad_specs_are_typed_errors_before_anything_starts() {
         let name = spec.name().to_owned();
         assert_eq!(spec.start().err(), Some(want), "{name}");
     }
-    // Nothing was started: no `sleep 3600` of ours appeared.
+    // Nothing was started: no `sleep 3593` of ours appeared.
     let after = procvisor_integration::children_of(std::process::id() as i32);
     assert!(
         after.iter().all(|p| {
             std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .map_or(true, |c| !c.contains("sleep\u{0}3600"))
+                .map_or(true, |c| !c.contains("3593"))
         }),
         "{before} → {after:?}"
     );
