@@ -648,6 +648,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// actor of one's own is dropped.
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # fn demo(p: &procvisor::Process<u64>) -> Result<(), procvisor::Error> {
     /// p.detach_mailbox::<u64, u64>()?;
     /// # Ok(()) }
