@@ -433,9 +433,16 @@ fn maxtasksperchild_replaces_workers_without_losing_tasks() {
     distinct.sort_unstable();
     distinct.dedup();
     assert!(distinct.len() >= 10, "{distinct:?}");
-    for p in &distinct {
-        assert_eq!(pids.iter().filter(|x| *x == p).count(), 3);
-    }
+    // No worker ran more than 3 tasks. (Fewer is allowed: the last tasks may be shared
+    // by two fresh workers, 2 + 1.) All 30 ran: `pids` has one entry per task.
+    let counts: Vec<(i32, usize)> = distinct
+        .iter()
+        .map(|p| (*p, pids.iter().filter(|x| *x == p).count()))
+        .collect();
+    assert!(
+        counts.iter().all(|(_, n)| *n <= 3),
+        "{counts:?} in order {pids:?}"
+    );
     pool.close();
     pool.join().unwrap();
 }
