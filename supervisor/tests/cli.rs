@@ -215,15 +215,17 @@ fn sleeper(name: &str) -> String {
     )
 }
 
+/// `procvisor check FILE`.
+fn check(file: &Path) -> Output {
+    Command::new(BIN).arg("check").arg(file).output().unwrap()
+}
+
 #[test]
 fn check_names_the_line_and_column_of_a_broken_file() {
     let s = Scratch::new("check");
     let good = s.path("good.toml");
     std::fs::write(&good, sleeper("a") + &sleeper("b")).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", good.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&good);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 program(s)"));
 
@@ -233,10 +235,7 @@ fn check_names_the_line_and_column_of_a_broken_file() {
         "[[program]]\nname = \"a\"\ncommand = \"sleep\"\nrestart = \"sometimes\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
@@ -248,17 +247,11 @@ fn check_names_the_line_and_column_of_a_broken_file() {
         "[[program]]\nname = \"a\"\ncommand = \"sleep\"\nstop_grase = \"1s\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(":4:1:") && err.contains("stop_grase"), "{err}");
 
-    let out = Command::new(BIN)
-        .args(["check", s.path("missing.toml").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&s.path("missing.toml"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
@@ -266,7 +259,7 @@ fn check_names_the_line_and_column_of_a_broken_file() {
 #[test]
 fn the_demo_fleet_checks_and_runs() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet.toml");
-    let out = Command::new(BIN).arg("check").arg(&demo).output().unwrap();
+    let out = check(&demo);
     assert!(out.status.success(), "{out:?}");
     // Its programs, run from a copy whose logs go to the test's own directory.
     let toml = std::fs::read_to_string(&demo)
