@@ -566,7 +566,6 @@ fn a_client_without_a_fleet_gets_one_line_and_code_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("cannot reach a fleet"), "{err}");
-    let _ = Path::new(&s.0);
 }
 
 /// Reads lines from a child's stdout until `want` says enough, with a deadline.
