@@ -299,17 +299,7 @@ impl Shared {
                 break false;
             }
             if reading || !st.reader {
-                st.reader = true;
-                reading = true;
-                st = self.pump(st, deadline);
-                if !st.deferred.is_empty() {
-                    // Callbacks run without the lock and without the role: one that calls
-                    // back into the pool must not find the pool waiting on itself.
-                    st.reader = false;
-                    reading = false;
-                    st = self.release(st);
-                    st = self.run_deferred(st);
-                }
+                st = self.read_round(st, deadline, &mut reading);
                 continue;
             }
             st = match deadline {
@@ -327,6 +317,27 @@ impl Shared {
             st = self.release(st);
         }
         (st, ok)
+    }
+
+    /// One round as the reader: takes the role, pumps, and runs the callbacks that came
+    /// due. Callbacks run without the lock and without the role (`reading` is cleared): one
+    /// that calls back into the pool must not find the pool waiting on itself.
+    fn read_round<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+        reading: &mut bool,
+    ) -> MutexGuard<'a, State> {
+        st.reader = true;
+        *reading = true;
+        st = self.pump(st, deadline);
+        if !st.deferred.is_empty() {
+            st.reader = false;
+            *reading = false;
+            st = self.release(st);
+            st = self.run_deferred(st);
+        }
+        st
     }
 
     /// After giving up the reader role: hands it on when there is still work to read.
@@ -361,15 +372,7 @@ impl Shared {
                 break;
             }
             if (reading || !st.reader) && st.work_pending() {
-                st.reader = true;
-                reading = true;
-                st = self.pump(st, None);
-                if !st.deferred.is_empty() {
-                    st.reader = false;
-                    reading = false;
-                    st = self.release(st);
-                    st = self.run_deferred(st);
-                }
+                st = self.read_round(st, None, &mut reading);
                 continue;
             }
             if reading {
