@@ -270,3 +270,47 @@ fn a_worker_mailbox_fails_with_worker_gone_when_the_child_dies() {
         );
     });
 }
+
+#[test]
+fn when_the_system_a_worker_lives_on_stops_the_runtime_takes_over_its_child() {
+    // Started inside a System, the child's Worker actor lives on that System's arbiter.
+    // Spawned, the child is ours to reap (a forkserver child is the server's).
+    let system = actix::System::new();
+    let mut p = system.block_on(async {
+        let mut p = Process::new(sleeps, 60_000).with_start_method(procvisor::StartMethod::Spawn);
+        p.start().unwrap();
+        let st = p.worker().unwrap().send(Status).await.unwrap();
+        assert_eq!(st.exit, None);
+        p
+    });
+    let pid = p.pid().unwrap().expect("started");
+    // The System goes, and its actors with it, while the child runs on.
+    drop(system);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Nobody joins: procvisor's runtime, which took over the watch, reaps the child (no
+    // zombie left behind) and records how it ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} was not reaped: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(p.exitcode().unwrap(), Some(-9));
+
+    // From another System, the async join still resolves (the old Worker is gone) and the
+    // supervisor has forgotten the child.
+    actix::System::new().block_on(async {
+        assert_eq!(p.join_async().unwrap().await.exitcode(), -9);
+        let children = procvisor::supervisor().send(ListChildren).await.unwrap();
+        assert!(!children.iter().any(|c| c.pid == pid), "{children:?}");
+    });
+    p.close().unwrap();
+}

@@ -11,7 +11,8 @@
 //! - Behind every started child stands a [`Worker`](worker::Worker) actor, owned by the
 //!   process's root [`Supervisor`](supervisor::Supervisor) actor, on a runtime thread of
 //!   procvisor's own: a plain `fn main` needs no actix System, and an actix application
-//!   gets actor addresses and `join_async`.
+//!   gets actor addresses and `join_async`. A child started from inside an actix System
+//!   gets its Worker on the caller's arbiter, so messages to it never leave that thread.
 //! - [`pipe`] makes two connected [`Connection`]s that send typed (serde) messages; either
 //!   end travels to a child inside its target's arguments. [`wait`] waits on connections,
 //!   processes and descriptors at once.

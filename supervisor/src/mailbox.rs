@@ -394,34 +394,66 @@ async fn round_trip<Resp: DeserializeOwned>(
         MailboxError::WorkerGone => Trip::NotSent,
         other => Trip::Failed(other),
     })?;
-    let mut header = [0u8; HEADER_LEN];
-    sock.read_exact(&mut header)
-        .await
-        .map_err(|e| Trip::Failed(gone(e)))?;
-    let len = u32::from_be_bytes(header) as usize;
+    // One read takes a small reply whole (the child writes it with one write); a longer
+    // one is finished with `read_exact`.
+    let mut head = [0u8; REPLY_READ];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match sock.read(&mut head[got..]).await {
+            Ok(0) if got == 0 => return Err(Trip::Failed(MailboxError::WorkerGone)),
+            Ok(0) => {
+                return Err(Trip::Failed(MailboxError::Broken(truncated(
+                    HEADER_LEN, got,
+                ))));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Trip::Failed(gone(e))),
+        }
+    }
+    let len = u32::from_be_bytes(head[..HEADER_LEN].try_into().expect("4 bytes")) as usize;
     if len > DEFAULT_MAX_FRAME_LEN {
         return Err(Trip::Failed(MailboxError::Broken(DecodeError::Oversized {
             len,
             max: DEFAULT_MAX_FRAME_LEN,
         })));
     }
-    let mut payload = vec![0u8; len];
-    sock.read_exact(&mut payload)
-        .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => MailboxError::Broken(DecodeError::Truncated {
-                expected: HEADER_LEN + len,
-                got: HEADER_LEN,
-            }),
-            _ => gone(e),
-        })
-        .map_err(Trip::Failed)?;
-    decode_value(&payload).map_err(|source| {
+    let total = HEADER_LEN + len;
+    if got > total {
+        // Requests and replies alternate: bytes past the reply are a frame nobody asked for.
+        return Err(Trip::Failed(MailboxError::Broken(DecodeError::Malformed {
+            reason: format!("{} bytes after the reply", got - total),
+        })));
+    }
+    let decoded = if got == total {
+        decode_value(&head[HEADER_LEN..total])
+    } else {
+        let mut payload = Vec::with_capacity(len);
+        payload.extend_from_slice(&head[HEADER_LEN..got]);
+        payload.resize(len, 0);
+        sock.read_exact(&mut payload[got - HEADER_LEN..])
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => MailboxError::Broken(truncated(total, got)),
+                _ => gone(e),
+            })
+            .map_err(Trip::Failed)?;
+        decode_value(&payload)
+    };
+    decoded.map_err(|source| {
         Trip::Failed(MailboxError::Decode {
             expected: std::any::type_name::<Resp>(),
             source,
         })
     })
+}
+
+/// Bytes the first read of a reply asks for.
+const REPLY_READ: usize = 512;
+
+/// The stream ended after `got` of the `expected` bytes of a reply.
+fn truncated(expected: usize, got: usize) -> DecodeError {
+    DecodeError::Truncated { expected, got }
 }
 
 impl<Req, Resp> Handler<Call<Req, Resp>> for Mailbox<Req, Resp>

@@ -1591,7 +1591,9 @@ impl ManagerBuilder {
         let mut process = Process::new(serve, args)
             .with_name("SyncManager")
             .with_daemon(true);
-        process.start().map_err(ManagerError::Start)?;
+        process
+            .start_in(crate::worker::Home::Runtime)
+            .map_err(ManagerError::Start)?;
         let reported = match report.poll(Some(Duration::from_secs(30))) {
             Ok(true) => report.recv::<Result<Address, String>>(),
             Ok(false) => Err(ConnectionError::Eof),

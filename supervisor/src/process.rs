@@ -345,6 +345,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// # Ok::<(), procvisor::Error>(())
     /// ```
     pub fn start(&mut self) -> Result<(), Error> {
+        self.start_in(crate::worker::Home::Caller)
+    }
+
+    /// `start`, with the child's Worker actor where `home` says.
+    pub(crate) fn start_in(&mut self, home: crate::worker::Home) -> Result<(), Error> {
         self.check_open()?;
         if self.target.is_none() {
             return Err(Error::new(Kind::AlreadyStarted));
@@ -382,7 +387,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             launched.control,
         )
         .map_err(|e| Error::spawn_io(&e))?;
-        self.worker = Some(crate::worker::adopt(child.clone()));
+        self.worker = Some(crate::worker::adopt(child.clone(), home));
         self.child = Some(child);
         Ok(())
     }
@@ -515,7 +520,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             match worker {
                 Some(addr) => match addr.send(crate::worker::WaitExit).await {
                     Ok(status) => status,
-                    // The actor stops only after the child has ended.
+                    // The Worker's arbiter stopped before the child ended: watch it here.
+                    Err(_) if tokio::runtime::Handle::try_current().is_ok() => {
+                        crate::worker::watch(child).await
+                    }
                     Err(_) => child.wait(None).expect("waits until the end"),
                 },
                 None => child.wait(None).expect("waits until the end"),
@@ -588,7 +596,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     }
 
     /// The Worker actor that owns this child, for actix applications; `None` before
-    /// `start`.
+    /// `start`. It runs on the arbiter `start` was called from when that was inside an actix
+    /// System, else on procvisor's runtime thread (see [`crate::worker`]).
     ///
     /// ```
     /// fn noop(_: ()) {}
@@ -604,6 +613,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// its reply resolves the sender's future. The mailbox holds up to `capacity` waiting
     /// requests: a full one makes `send` wait. A `Call` of types with no mailbox attached
     /// fails with [`MailboxError::NoMailbox`](crate::mailbox::MailboxError::NoMailbox).
+    ///
+    /// The mailbox runs where the Worker does: start the process from inside the actix
+    /// System that sends the requests, and a request never leaves that System's thread
+    /// (started outside it, every request crosses to procvisor's runtime thread and back).
     ///
     /// ```no_run
     /// use procvisor::mailbox::{self, Call};

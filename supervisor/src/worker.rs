@@ -2,6 +2,17 @@
 //! through the reactor (no polling loop), records the exit, wakes every async joiner, and
 //! tells the Supervisor.
 //!
+//! # Where it runs
+//!
+//! A child started from inside an actix System (an actor, or a future an arbiter drives)
+//! gets its Worker on that same arbiter: requests to it, and to the mailboxes it holds
+//! ([`Process::attach_mailbox`](crate::Process::attach_mailbox)), stay on the caller's
+//! thread, with no hop to another thread and back. A child started anywhere else (a plain
+//! `fn main`, a thread of its own) gets it on procvisor's runtime thread, as do the
+//! children of supervision trees, pools and managers. Should the caller's System stop
+//! while the child runs, the runtime takes over the watch: the exit is still collected
+//! and the Supervisor still told; the old address answers no more.
+//!
 //! # States
 //!
 //! `Running → Exited → Stopped`. At the exit the actor wakes every `WaitExit`, tells the
@@ -97,17 +108,35 @@ impl Worker {
     }
 }
 
+/// Where a child's Worker actor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// On the arbiter of the calling actor or future when there is one (so that its
+    /// requests to the Worker stay on its own thread), else on procvisor's runtime.
+    Caller,
+    /// On procvisor's runtime (a supervision tree keeps its workers there).
+    Runtime,
+}
+
 /// Registers a started child (for the exit rule and `active_children`) and starts its Worker
-/// actor on procvisor's runtime.
-pub(crate) fn adopt(child: Arc<Child>) -> Addr<Worker> {
+/// actor where `home` says.
+pub(crate) fn adopt(child: Arc<Child>, home: Home) -> Addr<Worker> {
     crate::child::registry::add(child.clone());
     let rt = crate::runtime::get();
     let supervisor = rt.supervisor.clone();
-    Worker::start_in_arbiter(&rt.arbiter, move |_| Worker::new(child, supervisor))
+    let arbiter = match home {
+        // Inside a running async context on an actix arbiter: an actor, or a future an
+        // arbiter drives. A System built but not running has no tokio context here.
+        Home::Caller if tokio::runtime::Handle::try_current().is_ok() => {
+            actix_rt::Arbiter::try_current().unwrap_or(rt.arbiter)
+        }
+        _ => rt.arbiter,
+    };
+    Worker::start_in_arbiter(&arbiter, move |_| Worker::new(child, supervisor))
 }
 
 /// Waits, through the reactor, until the child has ended.
-async fn watch(child: Arc<Child>) -> ExitStatus {
+pub(crate) async fn watch(child: Arc<Child>) -> ExitStatus {
     let register = |control| crate::sys::watch_readable(child.clone(), control);
     let (sentinel, control) = match (register(false), register(true)) {
         (Ok(s), Ok(c)) => (s, c),
@@ -130,6 +159,22 @@ async fn watch(child: Arc<Child>) -> ExitStatus {
             Ok(mut g) = sentinel.readable() => g.clear_ready(),
             Ok(mut g) = control.readable(), if child.control_open() => g.clear_ready(),
         }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.exit_status().is_some() {
+            return;
+        }
+        // The arbiter this Worker ran on stopped while the child lives on: procvisor's
+        // runtime takes over the watch, so the exit is still collected (no zombie) and the
+        // Supervisor still hears of it.
+        let (child, supervisor, id) = (self.child.clone(), self.supervisor.clone(), self.id);
+        crate::runtime::get().arbiter.spawn(async move {
+            let status = watch(child).await;
+            supervisor.do_send(Exited { id, status });
+        });
     }
 }
 

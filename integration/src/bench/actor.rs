@@ -5,9 +5,10 @@
 //! the reply resolves the request. Sequential requests; µs per request.
 //!
 //! `actor_request_rtt_worker`: the same requests sent to the child's Worker address
-//! instead ([`Process::attach_mailbox`]): the Worker, on procvisor's runtime thread,
-//! forwards each to the mailbox it holds, so every request also crosses from the bench's
-//! thread to the runtime's and back. A second child, measured in the same repetitions.
+//! instead ([`Process::attach_mailbox`]): a second child, started inside the bench's
+//! System so that its Worker (and the mailbox the Worker holds) lives on the bench's
+//! thread; the Worker forwards each request to that mailbox. Measured in the same
+//! repetitions.
 //!
 //! There is no CPython equivalent (CPython has no actors) and no OS floor of its own: the
 //! row is read against the procvisor `connection_rtt_small` median of the same run, which
@@ -60,8 +61,8 @@ pub(crate) fn note(cfg: &Config, measured_alongside: bool) -> String {
          actix addr.send(Call) -> Mailbox actor -> mailbox::serve echo of (u64, 32-char \
          string) -> reply, in an actix System on the bench's thread; same placement as \
          connection_rtt_small; actor_request_rtt_worker: the same through the child's Worker \
-         address (Process::attach_mailbox; the Worker on procvisor's runtime thread forwards \
-         to the mailbox), a second child in the same repetitions; no CPython column (CPython \
+         address (Process::attach_mailbox; a second child started inside the System, so its \
+         Worker and mailbox run on the bench's thread), in the same repetitions; no CPython column (CPython \
          has no actors); the floor is the procvisor connection_rtt_small median{} (target: \
          at most 2×)",
         METHOD.as_str(),
@@ -85,14 +86,20 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
         mailbox::channel::<Req, Small>().map_err(|e| format!("mailbox::channel: {e}"))?;
     let mut process = Process::new(echo, child_end).with_start_method(METHOD);
     process.start().map_err(|e| format!("start: {e}"))?;
-    let (w_end, w_child_end) =
-        mailbox::channel::<Req, Small>().map_err(|e| format!("mailbox::channel: {e}"))?;
-    let mut via_worker = Process::new(echo, w_child_end).with_start_method(METHOD);
-    via_worker.start().map_err(|e| format!("start: {e}"))?;
-    via_worker
-        .attach_mailbox(w_end, CAPACITY)
-        .map_err(|e| format!("attach_mailbox: {e}"))?;
-    let worker = via_worker.worker().ok_or("no worker after start")?;
+    // The System runs on this (pinned) thread. The second child is started inside it, so
+    // its Worker actor (and the mailbox the Worker holds) lives on this thread too.
+    let system = actix::System::new();
+    let (via_worker, worker) = system.block_on(async {
+        let (w_end, w_child_end) =
+            mailbox::channel::<Req, Small>().map_err(|e| format!("mailbox::channel: {e}"))?;
+        let mut via_worker = Process::new(echo, w_child_end).with_start_method(METHOD);
+        via_worker.start().map_err(|e| format!("start: {e}"))?;
+        via_worker
+            .attach_mailbox(w_end, CAPACITY)
+            .map_err(|e| format!("attach_mailbox: {e}"))?;
+        let worker = via_worker.worker().ok_or("no worker after start")?;
+        Ok::<_, String>((via_worker, worker))
+    })?;
     let mut conn = match with_connection
         .then(|| PvChild::start(Kind::Rtt))
         .transpose()
@@ -118,10 +125,7 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
         Ok::<_, String>(())
     })();
     let measured = placed.and_then(|()| {
-        // The System's runtime runs on this (pinned) thread; dropping the System at the
-        // end of the statement drops the actor, which closes the mailbox: the child's
-        // `serve` returns and it exits.
-        actix::System::new().block_on(async {
+        system.block_on(async {
             let addr = end.start(CAPACITY);
             if let Some(c) = conn.as_mut() {
                 c.batch(n / 10)?;
@@ -141,13 +145,13 @@ pub(crate) fn bench(cfg: &Config, with_connection: bool) -> Result<Vec<Figure>, 
             Ok::<_, String>((values, worker_values, conn_values))
         })
     });
+    // Dropping the System drops its actors: the Mailbox actor and the second child's
+    // Worker with the mailbox it holds. Both mailboxes close, so both children's `serve`
+    // loops return and they exit (procvisor's runtime takes over watching the second).
+    drop((system, worker));
     let conn_end = conn.as_mut().map_or(Ok(()), Side::end);
     let actor_end = finish(&process);
-    // Detached, the Worker's mailbox closes too, and that child ends the same way.
-    let worker_end = via_worker
-        .detach_mailbox::<Req, Small>()
-        .map_err(|e| e.to_string())
-        .and_then(|()| finish(&via_worker));
+    let worker_end = finish(&via_worker);
     let (values, worker_values, conn_values) = measured?;
     actor_end?;
     worker_end?;

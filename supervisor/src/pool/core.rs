@@ -637,7 +637,8 @@ impl State {
             .with_daemon(true)
             .with_start_method(cfg.method)
             .with_name(format!("PoolWorker-{key}"));
-        p.start().map_err(|e| PoolError::new(Kind::Spawn(e)))?;
+        p.start_in(crate::worker::Home::Runtime)
+            .map_err(|e| PoolError::new(Kind::Spawn(e)))?;
         let pid = p.pid().ok().flatten().expect("a started process has a pid");
         let sentinel = p
             .sentinel()

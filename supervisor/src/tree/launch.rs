@@ -81,7 +81,7 @@ impl Running {
     where
         R: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
-        p.start()?;
+        p.start_in(crate::worker::Home::Runtime)?;
         let (child, worker) = p.into_started().expect("a started process has both");
         child.set_stop_at_exit();
         Ok(Running::Os { child, worker })
@@ -132,7 +132,7 @@ impl Running {
         super::reaper::track_group(pid);
         let child = Child::command(pid, name.to_owned(), pidfd);
         child.set_stop_at_exit();
-        let worker = crate::worker::adopt(child.clone());
+        let worker = crate::worker::adopt(child.clone(), crate::worker::Home::Runtime);
         Ok(Running::Os { child, worker })
     }
 
