@@ -126,6 +126,37 @@ mod mailboxes {
         }
     }
 
+    fn sum_server(conn: Connection) -> u64 {
+        mailbox::serve(conn, |v: Vec<u8>| {
+            (v.len() as u64, v.iter().map(|&b| u64::from(b)).sum::<u64>())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_larger_than_the_socket_buffer_wait_for_room_and_arrive_whole() {
+        let (end, child) = mailbox::channel::<Vec<u8>, (u64, u64)>().unwrap();
+        let mut p = Process::new(sum_server, child);
+        p.start().unwrap();
+        actix::System::new().block_on(async move {
+            let addr = end.start(4);
+            // 4 MiB is many times a Unix socket's buffer: the write must wait for the child
+            // to read, more than once, with the reply arriving after the last piece.
+            for round in 0..3u8 {
+                let v: Vec<u8> = (0..4usize << 20).map(|i| (i as u8) ^ round).collect();
+                let want = (v.len() as u64, v.iter().map(|&b| u64::from(b)).sum::<u64>());
+                assert_eq!(addr.send(Call::new(v)).await.unwrap().unwrap(), want);
+            }
+            // A small one after the large ones: the stream is still in step.
+            assert_eq!(
+                addr.send(Call::new(vec![7u8; 3])).await.unwrap().unwrap(),
+                (3, 21)
+            );
+        });
+        p.join(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(p.result().unwrap(), 4);
+    }
+
     #[test]
     fn a_full_mailbox_refuses_try_send_and_send_waits_for_room() {
         let (end, child) = mailbox::channel::<u64, u64>().unwrap();

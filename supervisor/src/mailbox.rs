@@ -39,7 +39,7 @@
 //! ([`MailboxError::Broken`]). Nothing hangs.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
@@ -57,7 +57,8 @@ use procvisor_protocol::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use crate::connection::{Connection, ConnectionError};
 use crate::worker::Worker;
@@ -203,10 +204,7 @@ where
     /// Outside an actix System.
     pub fn start(self, capacity: usize) -> Addr<Mailbox<Req, Resp>> {
         let capacity = capacity.max(1);
-        let sock = self
-            .sock
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(self.sock));
+        let sock = Wire::new(self.sock);
         Mailbox::create(move |ctx| {
             ctx.set_mailbox_capacity(capacity);
             Mailbox {
@@ -294,7 +292,7 @@ impl Link {
     }
 
     /// The newest worker's socket, waiting for one as the policy says.
-    async fn next(&self) -> Result<(tokio::net::UnixStream, u64), MailboxError> {
+    async fn next(&self) -> Result<(Wire, u64), MailboxError> {
         let deadline = match self.policy {
             WhileRestarting::Wait(t) => Some(tokio::time::Instant::now() + t),
             WhileRestarting::Fail => None,
@@ -308,10 +306,7 @@ impl Link {
                 }
                 if let Some(sock) = st.sock.take() {
                     let generation = st.generation;
-                    let sock = sock
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::UnixStream::from_std(sock))
-                        .map_err(MailboxError::Io)?;
+                    let sock = Wire::new(sock).map_err(MailboxError::Io)?;
                     return Ok((sock, generation));
                 }
             }
@@ -350,7 +345,7 @@ where
 /// The actor that forwards [`Call`]s to a worker process and returns its replies.
 pub struct Mailbox<Req, Resp> {
     /// `None` while a request is in flight (the future holds it), or once gone.
-    sock: Option<tokio::net::UnixStream>,
+    sock: Option<Wire>,
     /// The link generation `sock` came from.
     generation: u64,
     /// For a supervised worker: where the next worker's socket comes from.
@@ -372,6 +367,68 @@ impl<Req: Unpin + 'static, Resp: Unpin + 'static> Actor for Mailbox<Req, Resp> {
     type Context = Context<Self>;
 }
 
+/// A mailbox socket in the reactor, watched for readability only.
+///
+/// Requests and replies alternate, so a request always finds room in the socket's buffer
+/// and is written without waiting. Watching for writability too (as `tokio::net::UnixStream`
+/// does) would wake the mailbox's thread for nothing each time the child reads a request
+/// and so frees that room: one more wake-up and context switch per request. Should a long
+/// request not fit, its writer waits for room on a duplicate descriptor watched for
+/// writability alone, for as long as that takes.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    fd: AsyncFd<UnixStream>,
+}
+
+impl Wire {
+    fn new(sock: UnixStream) -> io::Result<Wire> {
+        sock.set_nonblocking(true)?;
+        Ok(Wire {
+            fd: crate::sys::register_socket(sock, Interest::READABLE)?,
+        })
+    }
+
+    async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.fd.get_ref().write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let room = crate::sys::register_socket(
+                        self.fd.get_ref().try_clone()?,
+                        Interest::WRITABLE,
+                    )?;
+                    room.writable().await?.clear_ready();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            match ready.try_io(|fd| fd.get_ref().read(buf)) {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(result) => return result,
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read(buf).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => buf = &mut buf[n..],
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How a round trip failed.
 enum Trip {
     /// The request never left: the worker was gone before it was written.
@@ -380,10 +437,7 @@ enum Trip {
 }
 
 /// One request out, one reply back.
-async fn round_trip<Resp: DeserializeOwned>(
-    sock: &mut tokio::net::UnixStream,
-    request: &[u8],
-) -> Result<Resp, Trip> {
+async fn round_trip<Resp: DeserializeOwned>(sock: &mut Wire, request: &[u8]) -> Result<Resp, Trip> {
     let gone = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::BrokenPipe

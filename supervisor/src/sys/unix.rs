@@ -54,6 +54,18 @@ pub(crate) fn watch_readable(
         .map_err(|e| e.into_parts().1)
 }
 
+/// Registers a socket with the current tokio reactor for `interest` alone.
+pub(crate) fn register_socket(
+    sock: std::os::unix::net::UnixStream,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>> {
+    // SAFETY: the `AsyncFd` owns the `UnixStream`, which owns its descriptor and closes it
+    // only when dropped, after the `AsyncFd` has deregistered it; nothing can replace the
+    // descriptor while it is registered, since no one else holds it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(sock, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// Arranges for `cmd`, once spawned, to inherit `fd`, and with `die_with` set, to die
 /// (SIGKILL) when the thread that spawned it ends, with the parent-death race closed:
 /// `die_with` is the parent's pid, checked after the request.
