@@ -25,6 +25,10 @@ use procvisor_worker::os as wos;
 use crate::connection::poll_fds;
 use crate::status::ExitStatus;
 
+/// The most bytes `pump` reads from a control socket before decoding them: a child that
+/// streams garbage is caught by the decoder after at most this much.
+const READ_CHUNK: u64 = 64 * 1024;
+
 /// How the parent learns that a child ended.
 #[derive(Debug)]
 pub(crate) enum Sentinel {
@@ -260,26 +264,34 @@ impl Child {
         let Some(mut control) = self.control.as_ref() else {
             return;
         };
-        let mut chunk = [0u8; 16 * 1024];
+        // Read into the buffer's spare room rather than through a stack array: after each
+        // `fork` every page this process writes takes a copy-on-write fault (and, with
+        // other threads of ours on other CPUs, a TLB shootdown), and the zeroed 16 KiB
+        // array this used to be was four such pages on every call, on two threads.
+        st.buf.reserve(256);
         loop {
-            match control.read(&mut chunk) {
-                Ok(0) => {
+            let read = Read::by_ref(&mut control)
+                .take(READ_CHUNK)
+                .read_to_end(&mut st.buf);
+            // What arrived is decoded before the end is judged: an end with bytes left over
+            // is a torn frame only once the whole frames before it are out.
+            let broke = self.decode(st);
+            match read {
+                // Short of the limit: the end of the stream.
+                Ok(n) if (n as u64) < READ_CHUNK => {
                     Self::end_of_control(st);
                     break;
                 }
-                Ok(n) => st.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(_) if broke => break,
+                Ok(_) => continue,
+                // (`read_to_end` retries `EINTR` itself.)
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     st.control_done = true;
                     break;
                 }
             }
-            if self.decode(st) {
-                break;
-            }
         }
-        self.decode(st);
     }
 
     /// Nothing more will come from the child: leftover bytes are a torn frame.
