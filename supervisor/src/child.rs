@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -24,6 +24,10 @@ use procvisor_worker::os as wos;
 
 use crate::connection::poll_fds;
 use crate::status::ExitStatus;
+
+/// The most bytes `pump` reads from a control socket before decoding them: a child that
+/// streams garbage is caught by the decoder after at most this much.
+const READ_CHUNK: u64 = 64 * 1024;
 
 /// How the parent learns that a child ended.
 #[derive(Debug)]
@@ -66,6 +70,9 @@ pub(crate) struct Child {
     /// Terminated (not only joined) by the exit rule, like a daemonic child: set for the
     /// children of a supervision tree, which would otherwise keep the program from ending.
     stop_at_exit: AtomicBool,
+    /// Its Worker actor when that starts only on demand (see `worker::Lazy`): the
+    /// Supervisor starts those of running children before it lists them.
+    lazy_worker: OnceLock<Weak<crate::worker::Lazy>>,
     state: Mutex<State>,
 }
 
@@ -114,6 +121,7 @@ impl Child {
             control,
             group_leader,
             stop_at_exit: AtomicBool::new(false),
+            lazy_worker: OnceLock::new(),
             state: Mutex::new(State {
                 exit: None,
                 report: None,
@@ -126,6 +134,16 @@ impl Child {
     /// Has the exit rule terminate this child rather than wait for it.
     pub(crate) fn set_stop_at_exit(&self) {
         self.stop_at_exit.store(true, Ordering::Relaxed);
+    }
+
+    /// Records the on-demand Worker of this child (once).
+    pub(crate) fn set_lazy_worker(&self, lazy: Weak<crate::worker::Lazy>) {
+        let _ = self.lazy_worker.set(lazy);
+    }
+
+    /// The on-demand Worker of this child, if it has one that is still around.
+    pub(crate) fn lazy_worker(&self) -> Option<Arc<crate::worker::Lazy>> {
+        self.lazy_worker.get().and_then(Weak::upgrade)
     }
 
     fn stops_at_exit(&self) -> bool {
@@ -167,9 +185,13 @@ impl Child {
         self.lock().report.clone()
     }
 
-    /// Whether the control socket still needs watching.
+    /// Whether the control socket still needs watching: it is open and the report has not
+    /// come yet. The protocol has the child write nothing after its report, so what is left
+    /// (the end of the stream, when the child closes it on its way out) is read when the
+    /// exit is collected, rather than costing the watchers a wake-up of its own.
     pub(crate) fn control_open(&self) -> bool {
-        !self.lock().control_done
+        let st = self.lock();
+        !st.control_done && st.report.is_none()
     }
 
     /// Sends `signal` to the child unless it has already been reaped. The pidfd makes this
@@ -260,26 +282,34 @@ impl Child {
         let Some(mut control) = self.control.as_ref() else {
             return;
         };
-        let mut chunk = [0u8; 16 * 1024];
+        // Read into the buffer's spare room rather than through a stack array: after each
+        // `fork` every page this process writes takes a copy-on-write fault (and, with
+        // other threads of ours on other CPUs, a TLB shootdown), and the zeroed 16 KiB
+        // array this used to be was four such pages on every call, on two threads.
+        st.buf.reserve(256);
         loop {
-            match control.read(&mut chunk) {
-                Ok(0) => {
+            let read = Read::by_ref(&mut control)
+                .take(READ_CHUNK)
+                .read_to_end(&mut st.buf);
+            // What arrived is decoded before the end is judged: an end with bytes left over
+            // is a torn frame only once the whole frames before it are out.
+            let broke = self.decode(st);
+            match read {
+                // Short of the limit: the end of the stream.
+                Ok(n) if (n as u64) < READ_CHUNK => {
                     Self::end_of_control(st);
                     break;
                 }
-                Ok(n) => st.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(_) if broke => break,
+                Ok(_) => continue,
+                // (`read_to_end` retries `EINTR` itself.)
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     st.control_done = true;
                     break;
                 }
             }
-            if self.decode(st) {
-                break;
-            }
         }
-        self.decode(st);
     }
 
     /// Nothing more will come from the child: leftover bytes are a torn frame.

@@ -76,7 +76,7 @@ pub struct Process<R = ()> {
     /// What the child will run; `None` once started.
     target: Option<Pending>,
     child: Option<Arc<Child>>,
-    worker: Option<Addr<Worker>>,
+    worker: Option<crate::worker::Slot>,
     closed: bool,
     _result: PhantomData<fn() -> R>,
 }
@@ -395,7 +395,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// The started child and its Worker actor, taken out of this handle (for a supervision
     /// tree, which keeps them instead).
     pub(crate) fn into_started(self) -> Option<(Arc<Child>, Addr<Worker>)> {
-        Some((self.child?, self.worker?))
+        Some((self.child?, self.worker?.addr()))
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -491,7 +491,13 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// # Ok::<(), procvisor::Error>(())
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        self.started("join")?.wait(timeout);
+        let child = self.started("join")?;
+        match &self.worker {
+            Some(crate::worker::Slot::Lazy(lazy)) => lazy.join(timeout),
+            _ => {
+                child.wait(timeout);
+            }
+        }
         Ok(())
     }
 
@@ -512,7 +518,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         &self,
     ) -> Result<impl std::future::Future<Output = ExitStatus> + Send + 'static, Error> {
         let child = self.started("join")?.clone();
-        let worker = self.worker.clone();
+        let worker = match child.progress() {
+            Some(_) => None,
+            None => self.worker.as_ref().map(crate::worker::Slot::addr),
+        };
         Ok(async move {
             if let Some(status) = child.progress() {
                 return status;
@@ -604,7 +613,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// assert!(procvisor::Process::new(noop, ()).worker().is_none());
     /// ```
     pub fn worker(&self) -> Option<Addr<Worker>> {
-        self.worker.clone()
+        self.worker.as_ref().map(crate::worker::Slot::addr)
     }
 
     /// Attaches a mailbox to this child's [`Worker`] actor: from then on a
@@ -650,7 +659,9 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         self.started("attach a mailbox to")?;
         // Started and open: the Worker is there (it goes only with `close`).
         if let Some(worker) = &self.worker {
-            worker.do_send(crate::mailbox::AttachMailbox::new(end, capacity));
+            worker
+                .addr()
+                .do_send(crate::mailbox::AttachMailbox::new(end, capacity));
         }
         Ok(())
     }
@@ -669,7 +680,9 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     pub fn detach_mailbox<Req: 'static, Resp: 'static>(&self) -> Result<(), Error> {
         self.started("detach a mailbox from")?;
         if let Some(worker) = &self.worker {
-            worker.do_send(crate::mailbox::DetachMailbox::<Req, Resp>::default());
+            worker
+                .addr()
+                .do_send(crate::mailbox::DetachMailbox::<Req, Resp>::default());
         }
         Ok(())
     }

@@ -18,6 +18,9 @@ use crate::supervisor::Supervisor;
 pub(crate) struct Runtime {
     pub(crate) arbiter: ArbiterHandle,
     pub(crate) supervisor: Addr<Supervisor>,
+    /// The runtime's tokio handle: other threads register descriptors with its reactor
+    /// through it (see `worker::Lazy`), which takes no wake-up of the runtime thread.
+    pub(crate) tokio: tokio::runtime::Handle,
 }
 
 static RUNTIME: PerProcess<Runtime> = PerProcess::new();
@@ -37,6 +40,7 @@ pub(crate) fn get() -> Runtime {
                     let _ = tx.send(Runtime {
                         arbiter: actix_rt::Arbiter::current(),
                         supervisor,
+                        tokio: tokio::runtime::Handle::current(),
                     });
                 });
                 // Runs for the rest of the program; the thread never joins.

@@ -189,9 +189,12 @@ static SPAWNER: PerProcess<mpsc::Sender<Job>> = PerProcess::new();
 /// spawner thread otherwise.
 ///
 /// Used by `spawn`, where skipping the hand-off saves two context switches (1.5 → 1.3 ms
-/// per start+join here). Not by `fork`: forking from the busy main thread measured slower
-/// (0.30 → 0.43 ms) than from the idle spawner thread, whose few touched pages leave
-/// little to copy on write.
+/// per start+join here), and by `fork`. Forking from the main thread once measured slower
+/// than from the idle spawner: the Worker actor, then started at once, woke the runtime
+/// thread right after the fork, and its copy-on-write faults (each a TLB shootdown to the
+/// forking CPU) slowed both. With that Worker started on demand, the main thread forks,
+/// sets up and sleeps, the child runs on the same CPU, and no other thread of ours runs in
+/// between.
 fn on_lasting_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
     if nix::unistd::gettid() == nix::unistd::getpid() {
         job()

@@ -88,6 +88,20 @@ impl Handler<ListChildren> for Supervisor {
     type Result = Vec<ChildInfo>;
 
     fn handle(&mut self, _: ListChildren, _: &mut Context<Self>) -> Vec<ChildInfo> {
+        // Running children whose Worker starts on demand (see `worker::Lazy`) are listed
+        // too: their actors start now, and are entered here rather than when their
+        // `Adopted` arrives, after this answer.
+        for child in crate::child::registry::live() {
+            if let Some(lazy) = child.lazy_worker() {
+                let info = ChildInfo {
+                    id: lazy.id(),
+                    pid: child.pid,
+                    name: child.name.clone(),
+                    daemon: child.daemon,
+                };
+                self.children.insert(info.id, (info, lazy.addr()));
+            }
+        }
         self.children.values().map(|(i, _)| i.clone()).collect()
     }
 }

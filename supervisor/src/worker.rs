@@ -36,8 +36,9 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Wake, Waker};
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseFuture,
@@ -54,6 +55,12 @@ use crate::supervisor::{Adopted, ChildInfo, Exited, Supervisor};
 pub struct WorkerId(pub u64);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl WorkerId {
+    fn next() -> Self {
+        WorkerId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// The actor that owns one child process.
 pub struct Worker {
@@ -76,9 +83,9 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    pub(crate) fn new(child: Arc<Child>, supervisor: Addr<Supervisor>) -> Self {
+    pub(crate) fn new(id: WorkerId, child: Arc<Child>, supervisor: Addr<Supervisor>) -> Self {
         Worker {
-            id: WorkerId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            id,
             child,
             supervisor,
             waiters: Vec::new(),
@@ -118,21 +125,227 @@ pub(crate) enum Home {
     Runtime,
 }
 
-/// Registers a started child (for the exit rule and `active_children`) and starts its Worker
+/// A started child's Worker actor, as its `Process` holds it.
+#[derive(Debug)]
+pub(crate) enum Slot {
+    /// The actor runs.
+    Started(Addr<Worker>),
+    /// The actor starts on procvisor's runtime when first needed.
+    Lazy(Arc<Lazy>),
+}
+
+impl Slot {
+    /// The actor's address, starting it if it has not started yet.
+    pub(crate) fn addr(&self) -> Addr<Worker> {
+        match self {
+            Slot::Started(addr) => addr.clone(),
+            Slot::Lazy(lazy) => lazy.addr(),
+        }
+    }
+}
+
+/// Registers a started child (for the exit rule and `active_children`) and gives it a Worker
 /// actor where `home` says.
-pub(crate) fn adopt(child: Arc<Child>, home: Home) -> Addr<Worker> {
+///
+/// A child started outside any actix System (a plain `fn main`, a thread of its own) gets a
+/// [`Lazy`] Worker, which starts on procvisor's runtime only when something needs it; started
+/// at once, it would wake the runtime thread while the child is being made and running, and
+/// on this kind of machine that thread's work (page faults on memory the child still shares,
+/// and the TLB shootdowns they send to the other CPU) cost more than the rest of a fork
+/// start+join together.
+pub(crate) fn adopt(child: Arc<Child>, home: Home) -> Slot {
     crate::child::registry::add(child.clone());
+    let in_system = tokio::runtime::Handle::try_current().is_ok();
+    if home == Home::Caller && !in_system {
+        return Slot::Lazy(Lazy::new(child));
+    }
     let rt = crate::runtime::get();
-    let supervisor = rt.supervisor.clone();
     let arbiter = match home {
         // Inside a running async context on an actix arbiter: an actor, or a future an
         // arbiter drives. A System built but not running has no tokio context here.
-        Home::Caller if tokio::runtime::Handle::try_current().is_ok() => {
-            actix_rt::Arbiter::try_current().unwrap_or(rt.arbiter)
-        }
-        _ => rt.arbiter,
+        Home::Caller => actix_rt::Arbiter::try_current().unwrap_or(rt.arbiter),
+        Home::Runtime => rt.arbiter,
     };
-    Worker::start_in_arbiter(&arbiter, move |_| Worker::new(child, supervisor))
+    let supervisor = rt.supervisor;
+    Slot::Started(Worker::start_in_arbiter(&arbiter, move |_| {
+        Worker::new(WorkerId::next(), child, supervisor)
+    }))
+}
+
+/// A Worker actor that starts on procvisor's runtime when first needed: when its address is
+/// asked for ([`Process::worker`](crate::Process::worker), `join_async`, a mailbox), when the
+/// Supervisor lists its children, or when the child writes or ends with no `join` waiting
+/// for it.
+///
+/// Until then the child's sentinel and control socket sit in the runtime's reactor with a
+/// waker of ours (registered from the starting thread, which wakes nobody): should either
+/// become readable, the runtime starts the actor, which collects the exit at once, as a
+/// Worker started eagerly would, so that no child lingers as a zombie. A blocking `join`
+/// takes the descriptors out of the reactor while it waits, so that the child's end wakes
+/// the joiner alone, and puts them back if it returns with the child still running.
+///
+/// A child whose exit a `join` collected before anything asked for its actor never starts
+/// one: nobody can tell, since the actor would only have reported an exit already known.
+pub(crate) struct Lazy {
+    id: WorkerId,
+    child: Arc<Child>,
+    state: Mutex<LazyState>,
+}
+
+enum LazyState {
+    /// No actor; the reactor holds the descriptors, with [`Ring`] as their waker.
+    Watched(#[allow(dead_code, reason = "held for its registrations, ended by drop")] Doorbell),
+    /// No actor, and the reactor holds nothing: a blocking `join` watches, or the exit has
+    /// been collected.
+    Quiet,
+    /// The actor runs.
+    Started(Addr<Worker>),
+}
+
+/// The child's descriptors in the runtime's reactor.
+struct Doorbell {
+    _sentinel: tokio::io::unix::AsyncFd<crate::sys::ChildFd>,
+    _control: Option<tokio::io::unix::AsyncFd<crate::sys::ChildFd>>,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.lock() {
+            LazyState::Watched(_) => "watched",
+            LazyState::Quiet => "quiet",
+            LazyState::Started(_) => "started",
+        };
+        f.debug_struct("Lazy")
+            .field("id", &self.id)
+            .field("pid", &self.child.pid)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// The waker the reactor calls when a watched child's descriptor becomes readable; it runs
+/// on the runtime thread, inside the reactor, so it only hands the start to the arbiter.
+///
+/// It holds the `Lazy` strongly: the cycle (`Lazy` → `Doorbell` → reactor → `Ring` →
+/// `Lazy`) keeps an unjoined child watched after its `Process` is dropped. It ends when the
+/// doorbell goes (tokio drops a registration's wakers with it) or the waker fires.
+struct Ring(Arc<Lazy>);
+
+impl Wake for Ring {
+    fn wake(self: Arc<Self>) {
+        let lazy = self.0.clone();
+        crate::runtime::get().arbiter.spawn_fn(move || {
+            if matches!(*lazy.lock(), LazyState::Watched(_)) {
+                lazy.addr();
+            }
+        });
+    }
+}
+
+impl Lazy {
+    fn new(child: Arc<Child>) -> Arc<Lazy> {
+        let lazy = Arc::new(Lazy {
+            id: WorkerId::next(),
+            child,
+            state: Mutex::new(LazyState::Quiet),
+        });
+        lazy.child.set_lazy_worker(Arc::downgrade(&lazy));
+        lazy.watch();
+        lazy
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LazyState> {
+        // Each critical section leaves the state whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The worker's id (the one its actor will have).
+    pub(crate) fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    /// Puts the child's descriptors in the runtime's reactor, unless the actor runs already;
+    /// starts the actor at once when they are readable already, or cannot be registered.
+    fn watch(self: &Arc<Self>) {
+        let mut st = self.lock();
+        if !matches!(*st, LazyState::Quiet) {
+            return;
+        }
+        match self.doorbell() {
+            Some(bell) => *st = LazyState::Watched(bell),
+            None => {
+                drop(st);
+                self.addr();
+            }
+        }
+    }
+
+    /// Registers the descriptors with the runtime's reactor and our waker with them; `None`
+    /// when one is readable already (or the reactor refused one).
+    fn doorbell(self: &Arc<Self>) -> Option<Doorbell> {
+        let rt = crate::runtime::get();
+        let _in_runtime = rt.tokio.enter();
+        let waker = Waker::from(Arc::new(Ring(self.clone())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let child = &self.child;
+        let sentinel = crate::sys::watch_readable(child.clone(), false).ok()?;
+        if sentinel.poll_read_ready(&mut cx).is_ready() {
+            return None;
+        }
+        let control = if child.control_open() {
+            let control = crate::sys::watch_readable(child.clone(), true).ok()?;
+            if control.poll_read_ready(&mut cx).is_ready() {
+                return None;
+            }
+            Some(control)
+        } else {
+            None
+        };
+        Some(Doorbell {
+            _sentinel: sentinel,
+            _control: control,
+        })
+    }
+
+    /// The actor's address, starting it on procvisor's runtime first if needed.
+    pub(crate) fn addr(&self) -> Addr<Worker> {
+        let mut st = self.lock();
+        if let LazyState::Started(addr) = &*st {
+            return addr.clone();
+        }
+        // Out of the reactor first: the actor registers the same descriptors for itself.
+        *st = LazyState::Quiet;
+        let rt = crate::runtime::get();
+        let (id, child, supervisor) = (self.id, self.child.clone(), rt.supervisor);
+        let addr =
+            Worker::start_in_arbiter(&rt.arbiter, move |_| Worker::new(id, child, supervisor));
+        *st = LazyState::Started(addr.clone());
+        addr
+    }
+
+    /// A blocking join: the reactor lets go of the descriptors while this thread waits on
+    /// them itself, and gets them back if the child still runs when the wait ends.
+    pub(crate) fn join(self: &Arc<Self>, timeout: Option<std::time::Duration>) {
+        let took = {
+            let mut st = self.lock();
+            let watched = matches!(*st, LazyState::Watched(_));
+            if watched {
+                *st = LazyState::Quiet;
+            }
+            watched
+        };
+        // Also on unwinding: a child left unwatched could end up a zombie.
+        struct Rewatch<'a>(&'a Arc<Lazy>, bool);
+        impl Drop for Rewatch<'_> {
+            fn drop(&mut self) {
+                if self.1 && self.0.child.exit_status().is_none() {
+                    self.0.watch();
+                }
+            }
+        }
+        let _rewatch = Rewatch(self, took);
+        self.child.wait(timeout);
+    }
 }
 
 /// Waits, through the reactor, until the child has ended.

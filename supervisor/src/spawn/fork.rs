@@ -9,7 +9,7 @@ use nix::unistd::ForkResult;
 use procvisor_protocol::{RemoteError, Start};
 use procvisor_worker::os as wos;
 
-use super::{Launched, forkserver, on_spawner, spawn_error};
+use super::{Launched, forkserver, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
 use crate::error::Error;
 
@@ -32,7 +32,8 @@ where
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|e| spawn_error(super::exec::io_errno(&e)))?;
     let parent_raw = parent_end.as_raw_fd();
-    let (pid, pidfd) = on_spawner(move || {
+    // From the main thread itself when that is the caller (see `on_lasting_thread`).
+    let (pid, pidfd) = on_lasting_thread(move || {
         let parent = nix::unistd::getpid().as_raw();
         // What pthread_atfork's "prepare" does: hold procvisor's own locks across the fork,
         // so that no thread of ours holds one at that instant and the child starts with all

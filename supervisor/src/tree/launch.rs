@@ -132,7 +132,7 @@ impl Running {
         super::reaper::track_group(pid);
         let child = Child::command(pid, name.to_owned(), pidfd);
         child.set_stop_at_exit();
-        let worker = crate::worker::adopt(child.clone(), crate::worker::Home::Runtime);
+        let worker = crate::worker::adopt(child.clone(), crate::worker::Home::Runtime).addr();
         Ok(Running::Os { child, worker })
     }
 
