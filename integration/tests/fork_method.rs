@@ -1,8 +1,10 @@
 //! The `fork` start method, including capturing closures.
 //!
 //! Every test holds `FORK_MTX` for its whole run, so that no other test thread is inside
-//! procvisor or printing at the instant of a fork (the hazard documented on
-//! `StartMethod::Fork`); the rest of the suite stays parallel in its own binary.
+//! procvisor at the instant of a fork (the hazard documented on `StartMethod::Fork`); the
+//! rest of the suite stays parallel in its own binary. std's stdout and stderr locks need
+//! no such care: procvisor holds them across the fork (the harness's own thread prints
+//! whenever a test ends).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -128,4 +130,37 @@ fn a_fork_child_sees_eof_when_the_parent_closes_its_end() {
         "the child never saw its end of file"
     );
     assert_eq!(p.result().unwrap(), 2);
+}
+
+fn prints(n: u32) -> u32 {
+    println!("fork child {n}: stdout");
+    eprintln!("fork child {n}: stderr");
+    n
+}
+
+#[test]
+fn a_thread_printing_at_the_fork_does_not_leave_the_child_hung_on_stdio() {
+    let _g = lock();
+    let (held, is_held) = std::sync::mpsc::channel();
+    let printer = std::thread::spawn(move || {
+        let out = std::io::stdout().lock();
+        let err = std::io::stderr().lock();
+        held.send(()).unwrap();
+        // Still printing when the fork is asked for: the start waits for these locks
+        // rather than forking a child whose copies of them stay locked for good.
+        std::thread::sleep(Duration::from_millis(100));
+        drop((out, err));
+    });
+    is_held.recv().unwrap();
+    let mut p = Process::new(prints, 7).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    printer.join().unwrap();
+    let code = p.exitcode().unwrap();
+    if code.is_none() {
+        p.kill().unwrap();
+        p.join(None).unwrap();
+    }
+    assert_eq!(code, Some(0), "the child hung on a stdio lock it inherited");
+    assert_eq!(p.result().unwrap(), 7);
 }

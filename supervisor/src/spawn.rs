@@ -53,10 +53,14 @@ pub enum StartMethod {
     ///
     /// A multi-threaded parent (any program with an actix runtime, a thread pool, or the
     /// test harness) copies only the forking thread. A lock that another thread held at
-    /// that instant — inside `malloc`, stdout, a `Mutex` of your own — stays locked forever
-    /// in the child, which can then deadlock on its first use. procvisor's own runtime
-    /// thread exists in any program that has started a process. Use `fork` only for
+    /// that instant — inside `malloc`, a logger, a `Mutex` of your own — stays locked
+    /// forever in the child, which can then deadlock on its first use. procvisor's own
+    /// runtime thread exists in any program that has started a process. Use `fork` only for
     /// closures that touch no such lock, or prefer `forkserver` and `spawn`.
+    ///
+    /// procvisor's own locks, and std's stdout and stderr, are held across the fork (as
+    /// C's stdio does with its streams), so a thread printing at that instant delays the
+    /// fork instead of hanging the child.
     Fork,
 }
 

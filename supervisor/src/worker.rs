@@ -8,10 +8,13 @@
 //! gets its Worker on that same arbiter: requests to it, and to the mailboxes it holds
 //! ([`Process::attach_mailbox`](crate::Process::attach_mailbox)), stay on the caller's
 //! thread, with no hop to another thread and back. A child started anywhere else (a plain
-//! `fn main`, a thread of its own) gets it on procvisor's runtime thread, as do the
-//! children of supervision trees, pools and managers. Should the caller's System stop
-//! while the child runs, the runtime takes over the watch: the exit is still collected
-//! and the Supervisor still told; the old address answers no more.
+//! `fn main`, a thread of its own) gets it on procvisor's runtime thread, started there
+//! when first needed (its address asked for, the Supervisor listing its children, or the
+//! child ending with no `join` waiting), so that starting a child does not wake that
+//! thread. The children of supervision trees, pools and managers get theirs on the
+//! runtime at once. Should the caller's System stop while the child runs, the runtime
+//! takes over the watch: the exit is still collected and the Supervisor still told; the
+//! old address answers no more.
 //!
 //! # States
 //!

@@ -38,7 +38,12 @@ where
         // What pthread_atfork's "prepare" does: hold procvisor's own locks across the fork,
         // so that no thread of ours holds one at that instant and the child starts with all
         // of them free (it drops the copies it inherits, held by its only thread). Locks of
-        // other code remain the documented hazard of this start method.
+        // other code remain the documented hazard of this start method, except std's
+        // stdout and stderr, held here as C's stdio holds its streams across a fork: a
+        // thread printing at that instant (a test harness reporting, a logger) would leave
+        // the child's copy locked forever, and the child would hang at its first print or
+        // at the flush on its way out.
+        let stdio = (std::io::stdout().lock(), std::io::stderr().lock());
         let live = crate::connection::live_for_fork();
         let guards = (
             crate::child::registry::lock_for_fork(),
@@ -53,6 +58,7 @@ where
         };
         drop(live);
         drop(guards);
+        drop(stdio);
         match forked {
             Ok(ForkResult::Child) => {
                 let _ = nix::unistd::close(parent_raw);
