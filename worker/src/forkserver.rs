@@ -47,6 +47,8 @@ pub(crate) fn serve(sock: OwnedFd) -> ! {
         _ => os::exit_now(1),
     }
 
+    // Once here rather than in every child.
+    crate::handles::prepare_thread();
     let mut children: Vec<Child> = Vec::new();
     loop {
         let mut fds = Vec::with_capacity(children.len() + 1);

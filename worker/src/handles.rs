@@ -97,6 +97,20 @@ pub fn install(fds: Vec<OwnedFd>) {
     INCOMING.with(|i| *i.borrow_mut() = fds.into_iter().map(Some).collect());
 }
 
+/// Sets up this thread's table of received descriptors now, destructor and all, so that a
+/// process forked from this thread finds it ready. Set up in each child instead, the
+/// registration of its destructor (`__cxa_thread_atexit_impl`) makes every child bind
+/// libc's `calloc` and `_dl_find_dso_for_object` lazily anew, a symbol lookup that touches
+/// a few dozen pages of the dynamic loader and libc.
+///
+/// ```
+/// procvisor_worker::handles::prepare_thread();
+/// assert!(procvisor_worker::handles::take(0).is_err());
+/// ```
+pub fn prepare_thread() {
+    INCOMING.with(|_| ());
+}
+
 /// Takes the descriptor sent as handle `index`; each is taken once.
 pub fn take(index: u32) -> Result<OwnedFd, HandleError> {
     INCOMING.with(|i| {

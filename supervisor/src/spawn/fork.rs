@@ -44,6 +44,7 @@ where
         // the child's copy locked forever, and the child would hang at its first print or
         // at the flush on its way out.
         let stdio = (std::io::stdout().lock(), std::io::stderr().lock());
+        procvisor_worker::handles::prepare_thread();
         let live = crate::connection::live_for_fork();
         let guards = (
             crate::child::registry::lock_for_fork(),
