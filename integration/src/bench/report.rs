@@ -4,7 +4,7 @@
 #[derive(Debug, Clone)]
 pub(crate) struct Figure {
     /// `start_join`, `start_100`, `idle_rss`, `idle_uss`, `fork_waitpid`, `fork_exec_self`,
-    /// the `connection_*` benches and their `socketpair_*` floors, the queue benches,
+    /// `fork_exec_true`, the `connection_*` benches and their `socketpair_*` floors, the queue benches,
     /// `actor_request_rtt`, the sync benches and their `pthread_mutex_*` / `futex_pingpong`
     /// floors, the manager benches and their `unix_rtt_*` floors, the supervision rows,
     /// the CLI rows and their `spawn_*` floors.

@@ -11,8 +11,10 @@
 //! - `idle_rss` / `idle_uss`: VmRSS and Private_Clean + Private_Dirty (KiB) of a child
 //!   blocked in its target.
 //! - OS floor (impl `os`, method `-`): `fork_waitpid` (raw fork, the child `_exit`s at
-//!   once) and `fork_exec_self` (fork + exec of this program, which exits first thing in
-//!   `main` when `PROCVISOR_BENCH_EXIT` is set); ms per op.
+//!   once), `fork_exec_self` (fork + exec of this program, which exits first thing in
+//!   `main` when `PROCVISOR_BENCH_EXIT` is set) and `fork_exec_true` (fork + exec of
+//!   `/bin/true`, a small C program: the least any start method that execs a program can
+//!   cost on this machine, measured beside `spawn`); ms per op.
 //! - `connection_rtt_small`, `connection_oneway_small`, `connection_oneway_1mib`:
 //!   `procvisor::connection` between this process and a `forkserver` child, with raw
 //!   socketpair floors (`socketpair_rtt`, `socketpair_write_small`,
@@ -163,6 +165,7 @@ fn usage() -> &'static str {
      \x20 --json   one JSON object per figure and line instead of the table\n\
      \x20 FILTER   run only the benches whose name contains it:\n\
      \x20          start_join, start_100, idle_rss, idle_uss, fork_waitpid, fork_exec_self,\n\
+     \x20          fork_exec_true,\n\
      \x20          connection_rtt_small, connection_oneway_small, connection_oneway_1mib,\n\
      \x20          connection_oneway_small_buffered, socketpair_write_batched,\n\
      \x20          socketpair_rtt, socketpair_write_small, socketpair_write_1mib,\n\
@@ -249,7 +252,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let exec = match ExecSelf::new() {
+    let exec = match Floors::new() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -259,7 +262,7 @@ fn main() -> ExitCode {
     // The OS floor is measured inside `start_join`, whose reference it is, one floor batch
     // before each procvisor batch; on its own only when the filter names it alone.
     if !cfg.wants("start_join") {
-        for bench in ["fork_waitpid", "fork_exec_self"] {
+        for bench in ["fork_waitpid", "fork_exec_self", "fork_exec_true"] {
             if cfg.wants(bench) {
                 progress(&format!("os {bench}"));
                 let r = floor(&cfg, bench, &exec).map(|f| vec![f]);
@@ -461,6 +464,9 @@ fn main() -> ExitCode {
     if python.is_none() {
         notes.push("python3 not found: the CPython columns are empty".to_owned());
     }
+    if let Some(n) = spawn_ceiling(&figs) {
+        notes.push(n);
+    }
     if let Some(probe) = idle_probe {
         notes.push(format!(
             "idle children counted as running their target when {probe}"
@@ -638,11 +644,31 @@ fn warm_up(method: StartMethod) -> Result<(), String> {
     start_join_once(method)
 }
 
-/// The floor `start_join` of `method` is compared with.
-fn floor_for(method: StartMethod) -> &'static str {
+/// How much faster than CPython's `spawn` a start method that execs a program can be here
+/// at best: CPython's `spawn` start+join over `fork_exec_true`, when both were measured.
+fn spawn_ceiling(figs: &[Figure]) -> Option<String> {
+    let median = |bench: &str, imp: &str, method: &str| {
+        figs.iter()
+            .find(|f| f.bench == bench && f.imp == imp && f.method == method)
+            .and_then(Figure::stats)
+            .map(|s| s.median)
+    };
+    let cpython = median("start_join", "cpython", "spawn")?;
+    let floor = median("fork_exec_true", "os", "-").filter(|f| *f > 0.0)?;
+    Some(format!(
+        "spawn ceiling: CPython's spawn start+join is {:.1}× fork_exec_true (fork + exec of \
+         {TRUE_PATH}); no start method that execs a program gets further ahead of CPython \
+         on this machine",
+        cpython / floor
+    ))
+}
+
+/// The floors measured beside `start_join` of `method`: the first is the one its ratio is
+/// read against; `spawn` also gets `fork_exec_true`, the exec of a small C program.
+fn floors_for(method: StartMethod) -> &'static [&'static str] {
     match method {
-        StartMethod::Spawn => "fork_exec_self",
-        _ => "fork_waitpid",
+        StartMethod::Spawn => &["fork_exec_self", "fork_exec_true"],
+        _ => &["fork_waitpid"],
     }
 }
 
@@ -651,27 +677,38 @@ fn floor_for(method: StartMethod) -> &'static str {
 fn bench_start_join(
     cfg: &Config,
     method: StartMethod,
-    exec: &ExecSelf,
+    exec: &Floors,
 ) -> Result<Vec<Figure>, String> {
     // Warm-up, not measured: starts the forkserver (and the runtime and spawner threads).
     warm_up(method)?;
-    let floor = floor_for(method);
-    floor_op(floor, exec)?;
+    let floors = floors_for(method);
+    for floor in floors {
+        floor_op(floor, exec)?;
+    }
     let batch = cfg.batch(method);
     let mut values = Vec::with_capacity(cfg.reps());
-    let mut floor_values = Vec::with_capacity(cfg.reps());
+    let mut floor_values = vec![Vec::with_capacity(cfg.reps()); floors.len()];
     for _ in 0..cfg.reps() {
-        floor_values.push(floor_batch_ms(cfg, floor, exec)?);
+        for (floor, v) in floors.iter().zip(&mut floor_values) {
+            v.push(floor_batch_ms(cfg, floor, exec)?);
+        }
         let t0 = Instant::now();
         for _ in 0..batch {
             start_join_once(method)?;
         }
         values.push(t0.elapsed().as_secs_f64() * 1e3 / batch as f64);
     }
-    Ok(vec![
-        figure("start_join", "procvisor", method.as_str(), "ms", values),
-        figure(floor, "os", "-", "ms", floor_values),
-    ])
+    let mut figs = vec![figure(
+        "start_join",
+        "procvisor",
+        method.as_str(),
+        "ms",
+        values,
+    )];
+    for (floor, v) in floors.iter().zip(floor_values) {
+        figs.push(figure(floor, "os", "-", "ms", v));
+    }
+    Ok(figs)
 }
 
 fn bench_start_100(cfg: &Config, method: StartMethod) -> Result<Figure, String> {
@@ -869,18 +906,19 @@ fn fork_waitpid_once() -> Result<(), String> {
 }
 
 /// What `execve` needs, built before forking (the child must not allocate).
-struct ExecSelf {
+struct Exec {
     path: CString,
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
 }
 
-impl ExecSelf {
-    fn new() -> Result<Self, String> {
+impl Exec {
+    /// An exec of `path` as `arg0`, with this environment and `PROCVISOR_BENCH_EXIT` set.
+    fn new(path: &[u8], arg0: &[u8]) -> Result<Self, String> {
         let cstr = |b: &[u8]| CString::new(b).map_err(|e| format!("exec argument: {e}"));
-        let path = cstr(b"/proc/self/exe")?;
-        let arg0 = cstr(b"bench")?;
+        let path = cstr(path)?;
+        let arg0 = cstr(arg0)?;
         let mut env: Vec<CString> = Vec::new();
         for (k, v) in std::env::vars_os() {
             if k == EXIT_ENV {
@@ -897,7 +935,7 @@ impl ExecSelf {
         envp.push(std::ptr::null());
         let mut strings = env;
         strings.push(arg0);
-        Ok(ExecSelf {
+        Ok(Exec {
             path,
             _strings: strings,
             argv,
@@ -905,7 +943,7 @@ impl ExecSelf {
         })
     }
 
-    /// One fork + exec of this program, which exits 0 in `main`, and its `waitpid`.
+    /// One fork + exec, of a program that exits 0 at once, and its `waitpid`.
     ///
     /// We fork and exec by hand rather than with `std::process::Command`: `Command` may
     /// use `posix_spawn` (a vfork-style clone), which is not the fork + exec the `spawn`
@@ -929,17 +967,40 @@ impl ExecSelf {
     }
 }
 
-/// One floor operation: `fork_waitpid` or `fork_exec_self`.
-fn floor_op(bench: &str, exec: &ExecSelf) -> Result<(), String> {
-    if bench == "fork_waitpid" {
-        fork_waitpid_once()
-    } else {
-        exec.once()
+/// The programs the exec floors run.
+struct Floors {
+    /// This program, which exits first thing in `main`.
+    self_exe: Exec,
+    /// `/bin/true`.
+    true_exe: Exec,
+}
+
+impl Floors {
+    fn new() -> Result<Self, String> {
+        Ok(Floors {
+            self_exe: Exec::new(b"/proc/self/exe", b"bench")?,
+            true_exe: Exec::new(TRUE_PATH.as_bytes(), b"true")?,
+        })
+    }
+}
+
+/// The small C program of `fork_exec_true`.
+const TRUE_PATH: &str = "/bin/true";
+
+/// One floor operation: `fork_waitpid`, `fork_exec_self` or `fork_exec_true`.
+fn floor_op(bench: &str, exec: &Floors) -> Result<(), String> {
+    match bench {
+        "fork_waitpid" => fork_waitpid_once(),
+        "fork_exec_true" => exec
+            .true_exe
+            .once()
+            .map_err(|e| format!("{TRUE_PATH}: {e}")),
+        _ => exec.self_exe.once(),
     }
 }
 
 /// One timed batch of a floor operation, in ms per op.
-fn floor_batch_ms(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<f64, String> {
+fn floor_batch_ms(cfg: &Config, bench: &str, exec: &Floors) -> Result<f64, String> {
     let batch = cfg.floor_batch(bench);
     let t0 = Instant::now();
     for _ in 0..batch {
@@ -949,7 +1010,7 @@ fn floor_batch_ms(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<f64, Str
 }
 
 /// A floor on its own, when the filter names it but `start_join` does not run.
-fn floor(cfg: &Config, bench: &str, exec: &ExecSelf) -> Result<Figure, String> {
+fn floor(cfg: &Config, bench: &str, exec: &Floors) -> Result<Figure, String> {
     floor_op(bench, exec)?; // warm-up
     let values = (0..cfg.reps())
         .map(|_| floor_batch_ms(cfg, bench, exec))
