@@ -98,9 +98,9 @@ fn spawned_worker(fd: OwnedFd) -> ! {
         Err(e) => Err(fail(format!("reading hello: {e} ({e:?})"))),
     };
     match start {
-        Ok((start, handles)) => {
+        Ok((mut start, handles)) => {
             let target = entry::resolve(start.entry);
-            run::run_child(&start, fd, handles, target)
+            run::run_child(&mut start, fd, handles, target)
         }
         Err(err) => run::report_boot_failure(fd, err),
     }

@@ -47,8 +47,12 @@ pub(crate) fn serve(sock: OwnedFd) -> ! {
         _ => os::exit_now(1),
     }
 
-    // Once here rather than in every child.
+    // Once here rather than in every child: each child inherits what is set up, instead of
+    // running (and mapping the code of) the setup itself. The thread's handle is what
+    // `std::thread::current()`, `park` and the panic hook need.
     crate::handles::prepare_thread();
+    run::install_panic_hook();
+    let _ = std::thread::current();
     let mut children: Vec<Child> = Vec::new();
     loop {
         let mut fds = Vec::with_capacity(children.len() + 1);
@@ -104,7 +108,12 @@ pub(crate) fn serve(sock: OwnedFd) -> ! {
     }
 }
 
-fn spawn_one(stream: &mut UnixStream, children: &mut Vec<Child>, start: Start, fds: Vec<OwnedFd>) {
+fn spawn_one(
+    stream: &mut UnixStream,
+    children: &mut Vec<Child>,
+    mut start: Start,
+    fds: Vec<OwnedFd>,
+) {
     // The child's control socket, its status pipe, then the handles in its arguments.
     let mut fds = fds.into_iter();
     let (Some(control), Some(status)) = (fds.next(), fds.next()) else {
@@ -121,16 +130,16 @@ fn spawn_one(stream: &mut UnixStream, children: &mut Vec<Child>, start: Start, f
             // We are a copy of the single-threaded server: any code is safe here. Close
             // every descriptor that belongs to the server or to our siblings, so that a
             // sibling's sentinel never waits on us.
-            let _ = nix::unistd::close(stream.as_raw_fd());
+            os::close_inherited(stream.as_raw_fd());
             for c in children.iter() {
-                let _ = nix::unistd::close(c.pidfd.as_raw_fd());
-                let _ = nix::unistd::close(c.status.as_raw_fd());
+                os::close_inherited(c.pidfd.as_raw_fd());
+                os::close_inherited(c.status.as_raw_fd());
             }
             drop(status);
             os::default_signal(Signal::SIGINT);
             os::die_with_parent(server_pid);
             let target = entry::resolve(start.entry);
-            run::run_child(&start, control, handles, target)
+            run::run_child(&mut start, control, handles, target)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(control);

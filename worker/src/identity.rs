@@ -138,13 +138,18 @@ pub fn lock_for_fork() -> impl Sized {
     lock()
 }
 
-/// Becomes the worker that `start` describes: called first thing in every child.
-pub(crate) fn become_child(start: &Start) {
+/// Becomes the worker that `start` describes: called first thing in every child. The
+/// identity fields move out of `start` (its arguments stay): a child copies nothing it
+/// can take.
+pub(crate) fn become_child(start: &mut Start) {
     let mut s = lock();
-    s.name = start.name.clone();
-    s.identity = start.identity.clone();
+    s.name = std::mem::take(&mut start.name);
+    s.identity = std::mem::take(&mut start.identity);
     s.daemon = start.daemon;
-    s.parent = Some(start.parent.clone());
-    s.start_method = Some(start.start_method.clone());
+    s.parent = Some(Peer {
+        pid: start.parent.pid,
+        name: std::mem::take(&mut start.parent.name),
+    });
+    s.start_method = Some(std::mem::take(&mut start.start_method));
     CHILDREN.store(1, Ordering::Relaxed);
 }

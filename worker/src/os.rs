@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-use nix::unistd::{ForkResult, getppid};
+use nix::unistd::ForkResult;
 use procvisor_protocol::{FrameDecoder, HEADER_LEN, Message, ReadError};
 
 #[cfg(target_os = "linux")]
@@ -25,8 +25,8 @@ use procvisor_protocol::{FrameDecoder, HEADER_LEN, Message, ReadError};
 mod imp;
 
 pub(crate) use imp::{
-    anchor_addr, conjure_zst, ensure_ctor_linked, entry_at, fd_is_open, remove_env_before_main,
-    write_raw,
+    anchor_addr, close_inherited, conjure_zst, ensure_ctor_linked, entry_at, fd_is_open,
+    remove_env_before_main, write_raw,
 };
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`): a descriptor that becomes readable when the
@@ -56,10 +56,7 @@ pub fn waitpid_raw(pid: i32, nohang: bool) -> nix::Result<Option<i32>> {
 /// already happened before the request: if our parent is no longer `expected_parent`, we
 /// kill ourselves at once.
 pub fn die_with_parent(expected_parent: i32) {
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if getppid().as_raw() != expected_parent {
-        let _ = nix::sys::signal::raise(Signal::SIGKILL);
-    }
+    imp::die_with_parent(expected_parent)
 }
 
 /// Ends the process at once with `code`, running no `atexit` handler and no destructor.

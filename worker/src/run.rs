@@ -75,7 +75,10 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<PanicInfo>> = const { RefCell::new(None) };
 }
 
-fn install_panic_hook() {
+/// Installs the hook that records where a panic happened, once per process: run by every
+/// worker before its target, and by the forkserver before it forks any (its children then
+/// inherit it).
+pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = panic::take_hook();
@@ -131,9 +134,9 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, RemoteError> {
     panic::catch_unwind(AssertUnwindSafe(f)).map_err(panic_report)
 }
 
-/// Becomes the worker `start` describes, makes `handles` available to the arguments'
-/// decoding, runs `body` on the arguments, reports and exits.
-pub fn run_child<F>(start: &Start, control: OwnedFd, handles: Vec<OwnedFd>, body: F) -> !
+/// Becomes the worker `start` describes (its identity fields move out), makes `handles`
+/// available to the arguments' decoding, runs `body` on the arguments, reports and exits.
+pub fn run_child<F>(start: &mut Start, control: OwnedFd, handles: Vec<OwnedFd>, body: F) -> !
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError>,
 {
@@ -142,8 +145,11 @@ where
     CONTROL_FD.store(control.as_raw_fd(), Ordering::Relaxed);
     install_panic_hook();
     let mut control = UnixStream::from(control);
+
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&start.args)));
     // The hello goes out with the report, in one write: the handshake order is kept, and the
-    // parent (and its Worker actor) wakes once per child instead of twice.
+    // parent (and its Worker actor) wakes once per child instead of twice. Encoded only now,
+    // so that a worker that runs for long carries none of this in its memory meanwhile.
     let mut out = Vec::with_capacity(128);
     encode_into(
         &Message::Hello(Hello::current()),
@@ -152,8 +158,6 @@ where
     )
     .expect("a hello always fits in a frame");
     let hello_len = out.len();
-
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&start.args)));
     let (msg, code) = match outcome {
         Ok(Ok(value)) => (Message::Result(value), 0),
         Ok(Err(remote)) => (Message::Panic(remote), 1),

@@ -21,7 +21,7 @@ use crate::error::Error;
 /// Only connections are closed, not every descriptor: libraries keep descriptors in
 /// process-wide state (tokio's signal driver, for one) that a child still needs.
 pub(crate) fn launch<F>(
-    start: Start,
+    mut start: Start,
     handles: Vec<OwnedFd>,
     isolate: bool,
     body: F,
@@ -76,7 +76,7 @@ where
                 // Our connections are the ones our arguments will make.
                 crate::connection::live_for_fork().clear();
                 wos::die_with_parent(parent);
-                procvisor_worker::run::run_child(&start, child_end.into(), handles, body)
+                procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(child_end);

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::unistd::ForkResult;
 
@@ -109,15 +109,41 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Closes a descriptor number that this process owns and nothing else will close: the
+/// server's and the siblings' descriptors in a forkserver child, which inherits the
+/// numbers without the owners that would close them. A plain `close(2)` here, rather than
+/// `nix`'s, keeps the child's path in this crate's code (a child maps every page of code it
+/// runs, and each page it touches maps its neighbours too).
+pub(crate) fn close_inherited(fd: RawFd) {
+    // SAFETY: `close` takes any number; the caller owns `fd`, and no `OwnedFd` or other
+    // owner of it runs in this process any more (it leaves with `_exit`), so it is closed
+    // once.
+    let _ = unsafe { libc::close(fd) };
+}
+
+// The next two run in every forkserver child, so they call libc directly: `nix`'s wrappers
+// would be more pages of code for the child to map (see `close_inherited`).
+
 pub(crate) fn set_disposition(signal: Signal, default: bool) {
     let handler = if default {
-        SigHandler::SigDfl
+        libc::SIG_DFL
     } else {
-        SigHandler::SigIgn
+        libc::SIG_IGN
     };
     // SAFETY: SIG_DFL and SIG_IGN are not handler functions, so no code of ours can run in
-    // signal context because of this call.
-    let _ = unsafe { nix::sys::signal::signal(signal, handler) };
+    // signal context because of this call; `signal` is a valid signal number.
+    unsafe { libc::signal(signal as libc::c_int, handler) };
+}
+
+pub(crate) fn die_with_parent(expected_parent: i32) {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours;
+    // `getppid` and `kill` of our own pid take plain integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != expected_parent {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
 }
 
 pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
