@@ -50,7 +50,13 @@ impl Figure {
     }
 }
 
-fn find<'a>(figs: &'a [Figure], bench: &str, imp: &str, method: &str) -> Option<&'a Figure> {
+/// The figure of (bench, impl, method), if it was measured.
+pub(crate) fn find<'a>(
+    figs: &'a [Figure],
+    bench: &str,
+    imp: &str,
+    method: &str,
+) -> Option<&'a Figure> {
     figs.iter()
         .find(|f| f.bench == bench && f.imp == imp && f.method == method)
 }

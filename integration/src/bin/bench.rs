@@ -648,8 +648,7 @@ fn warm_up(method: StartMethod) -> Result<(), String> {
 /// at best: CPython's `spawn` start+join over `fork_exec_true`, when both were measured.
 fn spawn_ceiling(figs: &[Figure]) -> Option<String> {
     let median = |bench: &str, imp: &str, method: &str| {
-        figs.iter()
-            .find(|f| f.bench == bench && f.imp == imp && f.method == method)
+        report::find(figs, bench, imp, method)
             .and_then(Figure::stats)
             .map(|s| s.median)
     };
