@@ -53,6 +53,7 @@
 
 mod child;
 pub mod connection;
+mod doorbell;
 mod error;
 pub mod listener;
 pub mod mailbox;

@@ -33,4 +33,13 @@ impl<T: Clone> PerProcess<T> {
             }
         }
     }
+
+    /// The value, if this process has made one.
+    pub(crate) fn get(&self) -> Option<T> {
+        let me = crate::sys::current_pid();
+        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((pid, value)) if *pid == me => Some(value.clone()),
+            _ => None,
+        }
+    }
 }

@@ -18,8 +18,8 @@ use crate::supervisor::Supervisor;
 pub(crate) struct Runtime {
     pub(crate) arbiter: ArbiterHandle,
     pub(crate) supervisor: Addr<Supervisor>,
-    /// The runtime's tokio handle: other threads register descriptors with its reactor
-    /// through it (see `worker::Lazy`), which takes no wake-up of the runtime thread.
+    /// The runtime's tokio handle, to register descriptors with its reactor from other
+    /// threads (see `crate::doorbell`).
     pub(crate) tokio: tokio::runtime::Handle,
 }
 

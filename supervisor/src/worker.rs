@@ -41,7 +41,6 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Wake, Waker};
 
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseFuture,
@@ -180,12 +179,13 @@ pub(crate) fn adopt(child: Arc<Child>, home: Home) -> Slot {
 /// Supervisor lists its children, or when the child writes or ends with no `join` waiting
 /// for it.
 ///
-/// Until then the child's sentinel and control socket sit in the runtime's reactor with a
-/// waker of ours (registered from the starting thread, which wakes nobody): should either
-/// become readable, the runtime starts the actor, which collects the exit at once, as a
-/// Worker started eagerly would, so that no child lingers as a zombie. A blocking `join`
-/// takes the descriptors out of the reactor while it waits, so that the child's end wakes
-/// the joiner alone, and puts them back if it returns with the child still running.
+/// Until then the child's sentinel and control socket sit in the doorbell, an epoll set of
+/// procvisor's (see `crate::doorbell`), put there from the starting thread, which wakes
+/// nobody: should either become readable, the runtime starts the actor, which collects the
+/// exit at once, as a Worker started eagerly would, so that no child lingers as a zombie.
+/// A blocking `join` takes the descriptors out of the set while it waits, so that the
+/// child's end wakes the joiner alone, and puts them back if it returns with the child
+/// still running.
 ///
 /// A child whose exit a `join` collected before anything asked for its actor never starts
 /// one: nobody can tell, since the actor would only have reported an exit already known.
@@ -196,25 +196,19 @@ pub(crate) struct Lazy {
 }
 
 enum LazyState {
-    /// No actor; the reactor holds the descriptors, with [`Ring`] as their waker.
-    Watched(#[allow(dead_code, reason = "held for its registrations, ended by drop")] Doorbell),
-    /// No actor, and the reactor holds nothing: a blocking `join` watches, or the exit has
+    /// No actor; the doorbell holds the descriptors (and this `Lazy`).
+    Watched,
+    /// No actor, and the doorbell holds nothing: a blocking `join` watches, or the exit has
     /// been collected.
     Quiet,
     /// The actor runs.
     Started(Addr<Worker>),
 }
 
-/// The child's descriptors in the runtime's reactor.
-struct Doorbell {
-    _sentinel: tokio::io::unix::AsyncFd<crate::sys::ChildFd>,
-    _control: Option<tokio::io::unix::AsyncFd<crate::sys::ChildFd>>,
-}
-
 impl std::fmt::Debug for Lazy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &*self.lock() {
-            LazyState::Watched(_) => "watched",
+            LazyState::Watched => "watched",
             LazyState::Quiet => "quiet",
             LazyState::Started(_) => "started",
         };
@@ -223,25 +217,6 @@ impl std::fmt::Debug for Lazy {
             .field("pid", &self.child.pid)
             .field("state", &state)
             .finish()
-    }
-}
-
-/// The waker the reactor calls when a watched child's descriptor becomes readable; it runs
-/// on the runtime thread, inside the reactor, so it only hands the start to the arbiter.
-///
-/// It holds the `Lazy` strongly: the cycle (`Lazy` → `Doorbell` → reactor → `Ring` →
-/// `Lazy`) keeps an unjoined child watched after its `Process` is dropped. It ends when the
-/// doorbell goes (tokio drops a registration's wakers with it) or the waker fires.
-struct Ring(Arc<Lazy>);
-
-impl Wake for Ring {
-    fn wake(self: Arc<Self>) {
-        let lazy = self.0.clone();
-        crate::runtime::get().arbiter.spawn_fn(move || {
-            if matches!(*lazy.lock(), LazyState::Watched(_)) {
-                lazy.addr();
-            }
-        });
     }
 }
 
@@ -267,47 +242,32 @@ impl Lazy {
         self.id
     }
 
-    /// Puts the child's descriptors in the runtime's reactor, unless the actor runs already;
-    /// starts the actor at once when they are readable already, or cannot be registered.
+    /// The child it watches.
+    pub(crate) fn child(&self) -> &Arc<Child> {
+        &self.child
+    }
+
+    /// Puts the child's descriptors in the doorbell, unless the actor runs already; starts
+    /// the actor at once when the doorbell cannot take them.
     fn watch(self: &Arc<Self>) {
         let mut st = self.lock();
         if !matches!(*st, LazyState::Quiet) {
             return;
         }
-        match self.doorbell() {
-            Some(bell) => *st = LazyState::Watched(bell),
-            None => {
-                drop(st);
-                self.addr();
-            }
+        if crate::doorbell::watch(self) {
+            *st = LazyState::Watched;
+        } else {
+            drop(st);
+            self.addr();
         }
     }
 
-    /// Registers the descriptors with the runtime's reactor and our waker with them; `None`
-    /// when one is readable already (or the reactor refused one).
-    fn doorbell(self: &Arc<Self>) -> Option<Doorbell> {
-        let rt = crate::runtime::get();
-        let _in_runtime = rt.tokio.enter();
-        let waker = Waker::from(Arc::new(Ring(self.clone())));
-        let mut cx = std::task::Context::from_waker(&waker);
-        let child = &self.child;
-        let sentinel = crate::sys::watch_readable(child.clone(), false).ok()?;
-        if sentinel.poll_read_ready(&mut cx).is_ready() {
-            return None;
+    /// Called by the doorbell, which has let go of the descriptors, when one of them became
+    /// readable: starts the actor, unless a `join` took the watch over meanwhile.
+    pub(crate) fn ring(&self) {
+        if matches!(*self.lock(), LazyState::Watched) {
+            self.addr();
         }
-        let control = if child.control_open() {
-            let control = crate::sys::watch_readable(child.clone(), true).ok()?;
-            if control.poll_read_ready(&mut cx).is_ready() {
-                return None;
-            }
-            Some(control)
-        } else {
-            None
-        };
-        Some(Doorbell {
-            _sentinel: sentinel,
-            _control: control,
-        })
     }
 
     /// The actor's address, starting it on procvisor's runtime first if needed.
@@ -316,8 +276,10 @@ impl Lazy {
         if let LazyState::Started(addr) = &*st {
             return addr.clone();
         }
-        // Out of the reactor first: the actor registers the same descriptors for itself.
-        *st = LazyState::Quiet;
+        // Out of the doorbell first: the actor watches the same descriptors itself.
+        if matches!(*st, LazyState::Watched) {
+            drop(crate::doorbell::forget(self.id));
+        }
         let rt = crate::runtime::get();
         let (id, child, supervisor) = (self.id, self.child.clone(), rt.supervisor);
         let addr =
@@ -326,14 +288,15 @@ impl Lazy {
         addr
     }
 
-    /// A blocking join: the reactor lets go of the descriptors while this thread waits on
+    /// A blocking join: the doorbell lets go of the descriptors while this thread waits on
     /// them itself, and gets them back if the child still runs when the wait ends.
     pub(crate) fn join(self: &Arc<Self>, timeout: Option<std::time::Duration>) {
         let took = {
             let mut st = self.lock();
-            let watched = matches!(*st, LazyState::Watched(_));
+            let watched = matches!(*st, LazyState::Watched);
             if watched {
                 *st = LazyState::Quiet;
+                drop(crate::doorbell::forget(self.id));
             }
             watched
         };

@@ -64,6 +64,7 @@ where
             Ok(ForkResult::Child) => {
                 let _ = nix::unistd::close(parent_raw);
                 forkserver::close_inherited();
+                crate::doorbell::close_inherited();
                 crate::tree::close_inherited_guard();
                 let keep: Vec<i32> = handles.iter().map(|h| h.as_raw_fd()).collect();
                 for fd in inherited.into_iter().filter(|fd| !keep.contains(fd)) {

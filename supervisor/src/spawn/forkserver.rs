@@ -43,10 +43,12 @@ pub(crate) fn close_inherited() {
     close_recorded(&SERVER_FD);
 }
 
-/// Closes the descriptor whose number `slot` holds (-1: none), in a `fork` child.
-/// Async-signal-safe: one atomic load and `close`.
+/// Closes the descriptor whose number `slot` holds (-1: none), in a `fork` child, and
+/// forgets the number: the child may reuse it for a descriptor of its own, which a fork of
+/// the child must not close as if it were this one. Async-signal-safe: one atomic swap and
+/// `close`.
 pub(crate) fn close_recorded(slot: &AtomicI32) {
-    let fd = slot.load(Ordering::Relaxed);
+    let fd = slot.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
         let _ = nix::unistd::close(fd);
     }

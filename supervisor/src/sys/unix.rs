@@ -54,6 +54,17 @@ pub(crate) fn watch_readable(
         .map_err(|e| e.into_parts().1)
 }
 
+/// Registers a descriptor that stays open for the rest of the process with the current
+/// tokio reactor for readability.
+pub(crate) fn watch_forever(
+    fd: std::os::fd::BorrowedFd<'static>,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::BorrowedFd<'static>>> {
+    // SAFETY: a descriptor borrowed for `'static` is never closed, so for the whole life of
+    // the `AsyncFd` the number names the same open file description.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
 /// Registers a socket with the current tokio reactor for `interest` alone.
 pub(crate) fn register_socket(
     sock: std::os::unix::net::UnixStream,
