@@ -370,6 +370,7 @@ impl Child {
     /// ended.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Option<ExitStatus> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let mut yielded = false;
         loop {
             if let Some(status) = self.progress() {
                 return Some(status);
@@ -378,10 +379,24 @@ impl Child {
             if left.is_some_and(|l| l.is_zero()) {
                 return None;
             }
+            let control_open = self.control_open();
+            if !control_open && !yielded {
+                // The report is the last thing a child writes before it leaves. Its write
+                // woke us, and the kernel, expecting the writer to sleep next, moved us to
+                // the child's CPU: were we to sleep now, the child's exit would wake us
+                // again, most often onto the other CPU. Yielding once lets the child
+                // finish leaving here first. When it runs elsewhere, or has more to do
+                // (its own exit rule joining its children), the yield returns at once and
+                // we wait below as before. In 2,000 fork start+joins, the median went from
+                // 289/299 to 231/238 us per start+join.
+                yielded = true;
+                std::thread::yield_now();
+                continue;
+            }
             // The control socket is watched too: a result larger than the socket buffer
             // must be drained for the child to finish writing it and exit.
             let mut fds = vec![self.sentinel()];
-            if self.control_open() {
+            if control_open {
                 fds.push(self.control_fd());
             }
             poll_fds(&fds, left).expect("poll on a child's own descriptors does not fail");
