@@ -45,7 +45,7 @@ where
         // at the flush on its way out.
         let stdio = (std::io::stdout().lock(), std::io::stderr().lock());
         procvisor_worker::handles::prepare_thread();
-        let live = crate::connection::live_for_fork();
+        let mut live = crate::connection::live_for_fork();
         let guards = (
             crate::child::registry::lock_for_fork(),
             forkserver::lock_for_fork(),
@@ -53,10 +53,22 @@ where
             crate::tree::guard_lock_for_fork(),
         );
         let forked = crate::sys::fork_for_fork_method();
-        let inherited: Vec<i32> = match forked {
-            Ok(ForkResult::Child) if isolate => live.iter().copied().collect(),
-            _ => Vec::new(),
-        };
+        if let Ok(ForkResult::Child) = forked {
+            // Done while the child still holds the connection registry, and it has one
+            // thread: no list to allocate, no second lock to take.
+            if isolate {
+                let given = |fd: i32| handles.iter().any(|h| h.as_raw_fd() == fd);
+                for &fd in live.iter().filter(|&&fd| !given(fd)) {
+                    // The `Connection` owning this number lives on in our copy of the
+                    // parent's memory, owned by threads that do not exist here: nothing
+                    // runs its destructor (the child leaves with `_exit`), so nothing
+                    // closes the number a second time.
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+            // Our connections are the ones our arguments will make.
+            live.clear();
+        }
         drop(live);
         drop(guards);
         drop(stdio);
@@ -66,16 +78,6 @@ where
                 forkserver::close_inherited();
                 crate::doorbell::close_inherited();
                 crate::tree::close_inherited_guard();
-                let keep: Vec<i32> = handles.iter().map(|h| h.as_raw_fd()).collect();
-                for fd in inherited.into_iter().filter(|fd| !keep.contains(fd)) {
-                    // The `Connection` owning this number lives on in our copy of the
-                    // parent's memory, owned by threads that do not exist here: nothing
-                    // runs its destructor (the child leaves with `_exit`), so nothing closes
-                    // the number a second time.
-                    let _ = nix::unistd::close(fd);
-                }
-                // Our connections are the ones our arguments will make.
-                crate::connection::live_for_fork().clear();
                 wos::die_with_parent(parent);
                 procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
