@@ -2,6 +2,7 @@
 //!
 //! See the hazard on [`StartMethod::Fork`](crate::StartMethod::Fork).
 
+use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
@@ -12,6 +13,18 @@ use procvisor_worker::os as wos;
 use super::{Launched, forkserver, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
 use crate::error::Error;
+
+thread_local! {
+    /// The start request of this thread's last `fork` child, freed when the thread forks
+    /// next. Freed right after the fork, its strings would have `malloc` write into pages
+    /// that the child still shares, and each of those pages would be copied for the
+    /// parent; by the next fork the child is most often gone, and the writes copy nothing.
+    /// In 3 × 7 alternated runs of 2,000 start+joins: 266/267/275 -> 248/260/267 us.
+    static SPENT: RefCell<Option<Start>> = const { RefCell::new(None) };
+}
+
+/// Arguments larger than this are freed at once rather than kept in `SPENT`.
+const SPENT_MAX_ARGS: usize = 64 * 1024;
 
 /// Forks a child that runs `body`. With `isolate`, the child closes the connections it
 /// inherited but was not given (for `fn` targets, which can only reach their arguments), so
@@ -34,6 +47,7 @@ where
     let parent_raw = parent_end.as_raw_fd();
     // From the main thread itself when that is the caller (see `on_lasting_thread`).
     let (pid, pidfd) = on_lasting_thread(move || {
+        SPENT.with(|spent| drop(spent.borrow_mut().take()));
         let parent = nix::unistd::getpid().as_raw();
         // What pthread_atfork's "prepare" does: hold procvisor's own locks across the fork,
         // so that no thread of ours holds one at that instant and the child starts with all
@@ -82,6 +96,9 @@ where
                 procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {
+                if start.args.capacity() <= SPENT_MAX_ARGS {
+                    SPENT.with(|spent| *spent.borrow_mut() = Some(start));
+                }
                 drop(child_end);
                 drop(handles);
                 let pidfd = wos::pidfd_open(child.as_raw()).map_err(spawn_error)?;
