@@ -25,6 +25,29 @@ fn finished_children_are_reaped_without_join() {
     }
 }
 
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+#[test]
+fn a_child_whose_join_timed_out_is_still_reaped_without_another_join() {
+    for m in METHODS {
+        let mut p = Process::new(sleep_ms, 1000).with_start_method(m);
+        p.start().unwrap();
+        let pid = p.pid().unwrap().unwrap();
+        // The join takes the child's descriptors from the doorbell while it waits, and must
+        // give them back when it returns with the child still running.
+        p.join(Some(Duration::from_millis(20))).unwrap();
+        assert_eq!(p.exitcode().unwrap(), None, "{m}: still running");
+        assert!(
+            wait_until(Duration::from_secs(10), || !pid_present(pid)),
+            "{m}: pid {pid} still present as {:?}",
+            procvisor_integration::process_state(pid)
+        );
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{m}");
+    }
+}
+
 /// Every descendant of `pid`, depth first.
 fn descendants(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
