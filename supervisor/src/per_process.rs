@@ -22,23 +22,28 @@ impl<T: Clone> PerProcess<T> {
     }
 
     pub(crate) fn get_or_init(&self, init: impl FnOnce() -> T) -> T {
-        let me = crate::sys::current_pid();
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        match &*slot {
-            Some((pid, value)) if *pid == me => value.clone(),
-            _ => {
-                let value = init();
-                *slot = Some((me, value.clone()));
-                value
-            }
+        let mut slot = self.lock();
+        if let Some(value) = Self::mine(&slot) {
+            return value;
         }
+        let value = init();
+        *slot = Some((crate::sys::current_pid(), value.clone()));
+        value
     }
 
     /// The value, if this process has made one.
     pub(crate) fn get(&self) -> Option<T> {
-        let me = crate::sys::current_pid();
-        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((pid, value)) if *pid == me => Some(value.clone()),
+        Self::mine(&self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u32, T)>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value in `slot` if this process made it.
+    fn mine(slot: &Option<(u32, T)>) -> Option<T> {
+        match slot {
+            Some((pid, value)) if *pid == crate::sys::current_pid() => Some(value.clone()),
             _ => None,
         }
     }
