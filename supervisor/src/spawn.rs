@@ -2,13 +2,14 @@
 //!
 //! - [`forkserver`](StartMethod::ForkServer), the default: a single-threaded server
 //!   process, started once from this program, forks workers on request.
-//! - [`spawn`](StartMethod::Spawn): fork and exec of this program in worker mode.
+//! - [`spawn`](StartMethod::Spawn): a fresh start (`posix_spawn`) of this program in worker
+//!   mode.
 //! - [`fork`](StartMethod::Fork): fork of the caller; the only method that can run a
 //!   capturing closure, and the only one with a hazard (see [`StartMethod::Fork`]).
 //!
-//! `spawn` and `fork` children are forked by one long-lived thread of ours, the spawner:
-//! the kernel's parent-death signal fires when the *thread* that forked a child ends, so a
-//! child forked from a short-lived thread (a test, a request handler) would die with it.
+//! `spawn` and `fork` children are started by one long-lived thread of ours, the spawner:
+//! the kernel's parent-death signal fires when the *thread* that created a child ends, so a
+//! child created from a short-lived thread (a test, a request handler) would die with it.
 //!
 //! ```
 //! use procvisor::StartMethod;
@@ -31,7 +32,7 @@ use crate::error::{Error, Kind};
 use crate::per_process::PerProcess;
 
 mod exec;
-pub(crate) use exec::reexec;
+pub(crate) use exec::spawn_self;
 mod fork;
 pub(crate) mod forkserver;
 
@@ -43,8 +44,10 @@ pub enum StartMethod {
     /// CPython 3.14 on Linux.
     #[default]
     ForkServer,
-    /// Fork and exec of this program, which boots as a worker before `main`. The cleanest
-    /// start: the child shares nothing with the parent but what the arguments carry.
+    /// A fresh start of this program (`posix_spawn`: a vfork-style clone and an exec),
+    /// which boots as a worker before `main`. The cleanest start: the child shares nothing
+    /// with the parent but what the arguments carry, and its cost does not grow with the
+    /// parent's memory.
     Spawn,
     /// Fork of this very process. The child is a copy of the parent, so a capturing
     /// closure can run in it.

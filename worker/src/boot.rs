@@ -1,8 +1,11 @@
 //! Boot: deciding, before `main`, whether this process is a worker.
 //!
-//! The parent starts a `spawn` worker or the forkserver by executing its own program
-//! (`/proc/self/exe`) with one of two environment variables set to the number of an
-//! inherited socket:
+//! The parent starts a `spawn` worker, the forkserver or the group guard by executing its
+//! own program (`/proc/self/exe`) with one of three environment variables set to the number
+//! of an inherited socket, optionally followed by `:` and the parent's pid (`7:4242`). With
+//! a pid, the process first asks for SIGKILL when its parent thread ends
+//! (`PR_SET_PDEATHSIG`), and kills itself at once if its parent is no longer that pid:
+//! the parent may have died between the start and the request.
 //!
 //! - [`WORKER_ENV`]: read a `Hello` and a `Start` frame from that socket, run the target,
 //!   report, exit.
@@ -69,7 +72,15 @@ pub fn ensure_linked() {
 fn take_fd_var(name: &str) -> Option<OwnedFd> {
     let value: OsString = std::env::var_os(name)?;
     os::remove_env_before_main(name);
-    let fd: RawFd = value.to_str()?.parse().ok()?;
+    let value = value.to_str()?;
+    let fd = match value.split_once(':') {
+        Some((fd, parent)) => {
+            os::die_with_parent(parent.parse().ok()?);
+            fd
+        }
+        None => value,
+    };
+    let fd: RawFd = fd.parse().ok()?;
     if fd < 0 || !os::fd_is_open(fd) {
         return None;
     }

@@ -1,13 +1,16 @@
-//! The `spawn` start method: fork and exec of this program, which boots as a worker.
+//! The `spawn` start method: this program, started afresh with `posix_spawn` (a vfork-style
+//! clone and an exec, with no copy of the parent's memory map), boots as a worker.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use procvisor_protocol::{DEFAULT_MAX_FRAME_LEN, Hello, Message, Start, encode_into};
 use procvisor_worker::os as wos;
-use std::os::fd::AsFd;
+use procvisor_worker::{FORKSERVER_ENV, GUARD_ENV, WORKER_ENV};
 
 use super::{Launched, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
@@ -28,15 +31,19 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
 
     let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
     let (pid, pidfd) = on_lasting_thread(move || {
-        let mut cmd = command(child_end.as_raw_fd());
-        crate::sys::inherit_fd(&mut cmd, child_end.as_raw_fd(), Some(nix::unistd::getpid()));
-        let child = cmd.spawn().map_err(|e| spawn_error(io_errno(&e)))?;
+        let parent = std::process::id() as i32;
+        let pid = spawn_self(WORKER_ENV, child_end.as_raw_fd(), Some(parent), false)
+            .map_err(spawn_error)?;
         drop(child_end);
-        let pid = child.id() as i32;
-        // std's handle never waits for the child: the pidfd and waitpid(pid) do.
-        drop(child);
-        let pidfd = wos::pidfd_open(pid).map_err(spawn_error)?;
-        Ok::<_, Error>((pid, pidfd))
+        match wos::pidfd_open(pid) {
+            Ok(pidfd) => Ok::<_, Error>((pid, pidfd)),
+            Err(e) => {
+                // Nothing could wait for it: end it here rather than leave it behind.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = wos::waitpid_raw(pid, false);
+                Err(spawn_error(e))
+            }
+        }
     })?;
     // A child that died before reading gets nothing: join() will tell how it ended. The
     // handles go with the start frame, which the child reads with them.
@@ -51,29 +58,42 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
     })
 }
 
-/// This program, re-executed as a worker on descriptor `fd`. Python gives its children
-/// `/dev/null` as standard input; so do we.
-pub(super) fn command(fd: i32) -> Command {
-    reexec(procvisor_worker::WORKER_ENV, fd)
-}
-
-/// This program, re-executed in the mode that the boot variable `var` names (a worker, the
-/// forkserver, the group guard: see `procvisor_worker::boot`) on descriptor `fd`, with
-/// `/dev/null` as standard input. The caller makes `fd` inheritable.
-pub(crate) fn reexec(var: &str, fd: i32) -> Command {
-    let mut cmd = Command::new("/proc/self/exe");
-    if let Some(arg0) = std::env::args_os().next() {
-        cmd.arg0(arg0);
-    }
-    for other in [
-        procvisor_worker::WORKER_ENV,
-        procvisor_worker::FORKSERVER_ENV,
-        procvisor_worker::GUARD_ENV,
-    ] {
-        cmd.env_remove(other);
-    }
-    cmd.env(var, fd.to_string()).stdin(Stdio::null());
-    cmd
+/// Starts this program again (`/proc/self/exe`, with this program's `argv[0]` and
+/// environment) in the mode that the boot variable `var` names — a worker, the forkserver,
+/// the group guard: see `procvisor_worker::boot` — on the inherited descriptor `fd`, with
+/// `/dev/null` as standard input, as Python gives its children. With `die_with`, the
+/// calling process's pid, the child dies (SIGKILL) when the calling thread ends: it asks
+/// for the parent-death signal itself, first thing after the exec, and checks that its
+/// parent is still `die_with` (the race of a parent that died before the request). With
+/// `own_group` it leads a process group of its own. Returns its pid.
+///
+/// The start is a `posix_spawn`: see [`crate::sys::spawn`].
+pub(crate) fn spawn_self(
+    var: &str,
+    fd: RawFd,
+    die_with: Option<i32>,
+    own_group: bool,
+) -> nix::Result<i32> {
+    let value = match die_with {
+        Some(parent) => format!("{fd}:{parent}"),
+        None => fd.to_string(),
+    };
+    let boot_vars = [WORKER_ENV, FORKSERVER_ENV, GUARD_ENV];
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(name, _)| !boot_vars.iter().any(|v| name.as_bytes() == v.as_bytes()))
+        .filter_map(|(name, value)| {
+            let mut entry = name.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            CString::new(entry).ok()
+        })
+        .collect();
+    envp.push(CString::new(format!("{var}={value}")).map_err(|_| Errno::EINVAL)?);
+    let arg0 = std::env::args_os()
+        .next()
+        .and_then(|a| CString::new(a.into_vec()).ok())
+        .unwrap_or_else(|| c"procvisor-worker".to_owned());
+    crate::sys::spawn(c"/proc/self/exe", &[arg0], &envp, fd, own_group)
 }
 
 pub(super) fn io_errno(e: &std::io::Error) -> nix::errno::Errno {

@@ -15,6 +15,7 @@ use nix::fcntl::OFlag;
 use procvisor_protocol::{
     DEFAULT_MAX_FRAME_LEN, Hello, Message, ReadError, Start, encode, encode_into,
 };
+use procvisor_worker::FORKSERVER_ENV;
 use procvisor_worker::os::{self as wos, FrameReader};
 
 use super::exec::io_errno;
@@ -134,14 +135,11 @@ impl Server {
 fn start_server() -> Result<Server, Error> {
     let gone = |what: &str| Error::new(Kind::ForkServer(what.to_owned()));
     let (ours, theirs) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
-    let mut cmd = super::exec::reexec(procvisor_worker::FORKSERVER_ENV, theirs.as_raw_fd());
     // No parent-death signal: the server may be started from a short-lived thread. It
     // watches its socket instead, which closes when this process ends in any way.
-    crate::sys::inherit_fd(&mut cmd, theirs.as_raw_fd(), None);
-    let child = cmd.spawn().map_err(|e| spawn_error(io_errno(&e)))?;
+    let pid = super::exec::spawn_self(FORKSERVER_ENV, theirs.as_raw_fd(), None, false)
+        .map_err(spawn_error)?;
     drop(theirs);
-    let pid = child.id() as i32;
-    drop(child);
     let mut server = Server {
         owner: std::process::id(),
         pid,

@@ -1,10 +1,10 @@
 //! Linux system calls with `unsafe` in them: the only such code in the `procvisor` crate.
 
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::libc;
 use nix::sys::signal::Signal;
 
@@ -77,25 +77,6 @@ pub(crate) fn register_socket(
         .map_err(|e| e.into_parts().1)
 }
 
-/// Arranges for `cmd`, once spawned, to inherit `fd`, and with `die_with` set, to die
-/// (SIGKILL) when the thread that spawned it ends, with the parent-death race closed:
-/// `die_with` is the parent's pid, checked after the request.
-pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd, die_with: Option<Pid>) {
-    let hook = move || {
-        // Only async-signal-safe system calls here: we run between fork and exec.
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-        if let Some(parent) = die_with {
-            die_with_parent(parent)?;
-        }
-        Ok(())
-    };
-    // SAFETY: the hook makes only async-signal-safe system calls (fcntl, prctl, getppid,
-    // raise), allocates nothing and takes no lock, as `pre_exec` requires.
-    unsafe {
-        cmd.pre_exec(hook);
-    }
-}
-
 /// Arranges for `cmd`, once spawned, to die (SIGKILL) when the thread that spawned it ends,
 /// `parent` being the spawning process's pid, and then, as the last thing before exec, to
 /// tell the group guard on `guard` that it leads a process group to kill if `parent` dies.
@@ -133,6 +114,96 @@ fn die_with_parent(parent: Pid) -> nix::Result<()> {
         nix::sys::signal::raise(Signal::SIGKILL)?;
     }
     Ok(())
+}
+
+/// Starts the program at `path` with `argv` and `envp` through `posix_spawn(3)`, which
+/// glibc makes with `clone(CLONE_VM | CLONE_VFORK)`: the parent's page tables are not
+/// copied (a `fork` copies them, and a large parent pays for every mapping), and no code of
+/// ours runs in the child before `exec`, so this is as safe in a threaded process as
+/// `std::process::Command`.
+///
+/// The child inherits `keep_fd` (its close-on-exec flag is cleared in the child only, the
+/// POSIX rule for a `dup2` file action onto itself), gets `/dev/null` as standard input,
+/// and, as `Command` gives them, an empty signal mask and SIGPIPE at its default. With
+/// `own_group` it leads a process group of its own. Returns the child's pid.
+pub(crate) fn spawn(
+    path: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    keep_fd: RawFd,
+    own_group: bool,
+) -> nix::Result<i32> {
+    fn check(rc: libc::c_int) -> nix::Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(nix::errno::Errno::from_raw(rc))
+        }
+    }
+    let null_terminated = |strings: &[CString]| {
+        let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        ptrs
+    };
+    let (argv, envp) = (null_terminated(argv), null_terminated(envp));
+    let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+    let (actions, attr) = (actions.as_mut_ptr(), attr.as_mut_ptr());
+    // SAFETY: both objects are initialised in place before any other use and destroyed
+    // once, when the guards drop, without having moved; every pointer passed lives until
+    // `posix_spawn` returns (`/dev/null` is a static C string, `argv` and `envp` end in a
+    // null pointer and point into `CString`s the caller holds); the signal set is
+    // initialised by `sigemptyset` before use.
+    unsafe {
+        check(libc::posix_spawn_file_actions_init(actions))?;
+        let _actions = OnDrop(|| {
+            libc::posix_spawn_file_actions_destroy(actions);
+        });
+        check(libc::posix_spawnattr_init(attr))?;
+        let _attr = OnDrop(|| {
+            libc::posix_spawnattr_destroy(attr);
+        });
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions, keep_fd, keep_fd,
+        ))?;
+        check(libc::posix_spawn_file_actions_addopen(
+            actions,
+            0,
+            c"/dev/null".as_ptr(),
+            libc::O_RDONLY,
+            0,
+        ))?;
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        check(libc::posix_spawnattr_setsigmask(attr, set.as_ptr()))?;
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(attr, set.as_ptr()))?;
+        let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        if own_group {
+            check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+            flags |= libc::POSIX_SPAWN_SETPGROUP;
+        }
+        check(libc::posix_spawnattr_setflags(attr, flags as libc::c_short))?;
+        let mut pid: libc::pid_t = 0;
+        check(libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            actions,
+            attr,
+            argv.as_ptr().cast::<*mut libc::c_char>(),
+            envp.as_ptr().cast::<*mut libc::c_char>(),
+        ))?;
+        Ok(pid)
+    }
+}
+
+/// Runs its closure when dropped: the clean-up of a C object on every way out.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
 }
 
 /// Registers `f` to run when the program exits normally (`atexit(3)`).

@@ -23,12 +23,12 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use procvisor_worker::GUARD_ENV;
 use procvisor_worker::guard::{Note, send_note};
 
 struct Guard {
@@ -175,15 +175,10 @@ fn start() -> io::Result<Guard> {
         None,
         SockFlag::SOCK_CLOEXEC,
     )?;
-    let mut cmd = crate::spawn::reexec(procvisor_worker::GUARD_ENV, theirs.as_raw_fd());
     // No parent-death signal: it would kill the guard before it can do its work. It ends
-    // when its socket says this program is gone.
-    crate::sys::inherit_fd(&mut cmd, theirs.as_raw_fd(), None);
-    cmd.process_group(0);
+    // when its socket says this program is gone. `arm` reaps it by its pid if it dies
+    // before us.
     procvisor_worker::boot::ensure_linked();
-    let child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    // std's handle never waits: `arm` reaps the guard by its pid if it dies before us.
-    drop(child);
+    let pid = crate::spawn::spawn_self(GUARD_ENV, theirs.as_raw_fd(), None, true)?;
     Ok(Guard { pid, sock: ours })
 }
