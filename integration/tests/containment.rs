@@ -114,6 +114,22 @@ fn at_exit_daemons_are_terminated_and_other_children_joined() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_child_does_not_inherit_the_signals_its_starting_thread_blocks() {
+    // A program whose starting thread blocks SIGTERM (as one that waits for signals with
+    // `sigwait` does): each method's child still dies of `terminate`, where an inherited
+    // mask would keep it alive until the 10 s join timed out.
+    let out = Command::new(env!("CARGO_BIN_EXE_masked_parent"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "masked_parent failed: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for m in ["forkserver", "spawn", "fork"] {
+        let line = format!("{m} Some(-15)");
+        assert!(stdout.lines().any(|l| l == line), "no {line:?} in {stdout}");
+    }
+}
+
 fn sleeps(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }

@@ -59,6 +59,12 @@ pub fn die_with_parent(expected_parent: i32) {
     imp::die_with_parent(expected_parent)
 }
 
+/// Unblocks every signal for the calling thread: a `fork` child starts with the mask of
+/// the thread that forked it, and a child that blocks SIGTERM could not be terminated.
+pub fn unblock_signals() {
+    imp::unblock_signals()
+}
+
 /// Ends the process at once with `code`, running no `atexit` handler and no destructor.
 pub fn exit_now(code: i32) -> ! {
     imp::exit_now(code)

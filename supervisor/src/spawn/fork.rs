@@ -93,6 +93,8 @@ where
                 crate::doorbell::close_inherited();
                 crate::tree::close_inherited_guard();
                 wos::die_with_parent(parent);
+                // As a spawned child starts, and as `terminate` expects.
+                wos::unblock_signals();
                 procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {

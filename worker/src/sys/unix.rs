@@ -146,6 +146,16 @@ pub(crate) fn die_with_parent(expected_parent: i32) {
     }
 }
 
+pub(crate) fn unblock_signals() {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: `sigemptyset` initialises the set before `pthread_sigmask` reads it; a null
+    // old-set pointer is allowed.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+    }
+}
+
 pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
     // SAFETY: only the forkserver calls this, and the forkserver never starts a thread (it
     // runs from the boot constructor, before `main`, and serves in a plain loop), so the
