@@ -59,8 +59,20 @@ pub fn die_with_parent(expected_parent: i32) {
     imp::die_with_parent(expected_parent)
 }
 
-/// Unblocks every signal for the calling thread: a `fork` child starts with the mask of
-/// the thread that forked it, and a child that blocks SIGTERM could not be terminated.
+/// Closes `fd` with a plain `close(2)`, ignoring errors: for a `fork` child closing the
+/// numbers it inherited without their owners. Async-signal-safe; and one function for all
+/// such closes, so that a child maps one page of code for them, not one per wrapper.
+pub fn close_fd(fd: RawFd) {
+    imp::close_inherited(fd)
+}
+
+/// Whether the calling thread blocks any signal: a `fork` child starts with the mask of the
+/// thread that forked it, and one that blocks SIGTERM could not be terminated.
+pub fn signals_blocked() -> bool {
+    imp::signals_blocked()
+}
+
+/// Unblocks every signal for the calling thread (see [`signals_blocked`]).
 pub fn unblock_signals() {
     imp::unblock_signals()
 }

@@ -48,7 +48,10 @@ where
     // From the main thread itself when that is the caller (see `on_lasting_thread`).
     let (pid, pidfd) = on_lasting_thread(move || {
         SPENT.with(|spent| drop(spent.borrow_mut().take()));
-        let parent = nix::unistd::getpid().as_raw();
+        let parent = crate::sys::current_pid() as i32;
+        // The child starts with this thread's signal mask; most often empty, then it has
+        // nothing to undo (and no libc code to map for it).
+        let masked = wos::signals_blocked();
         // What pthread_atfork's "prepare" does: hold procvisor's own locks across the fork,
         // so that no thread of ours holds one at that instant and the child starts with all
         // of them free (it drops the copies it inherits, held by its only thread). Locks of
@@ -77,7 +80,7 @@ where
                     // parent's memory, owned by threads that do not exist here: nothing
                     // runs its destructor (the child leaves with `_exit`), so nothing
                     // closes the number a second time.
-                    let _ = nix::unistd::close(fd);
+                    wos::close_fd(fd);
                 }
             }
             // Our connections are the ones our arguments will make.
@@ -88,13 +91,15 @@ where
         drop(stdio);
         match forked {
             Ok(ForkResult::Child) => {
-                let _ = nix::unistd::close(parent_raw);
+                wos::close_fd(parent_raw);
                 forkserver::close_inherited();
                 crate::doorbell::close_inherited();
                 crate::tree::close_inherited_guard();
                 wos::die_with_parent(parent);
-                // As a spawned child starts, and as `terminate` expects.
-                wos::unblock_signals();
+                if masked {
+                    // As a spawned child starts, and as `terminate` expects.
+                    wos::unblock_signals();
+                }
                 procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {

@@ -51,7 +51,7 @@ pub(crate) fn close_inherited() {
 pub(crate) fn close_recorded(slot: &AtomicI32) {
     let fd = slot.swap(-1, Ordering::Relaxed);
     if fd >= 0 {
-        let _ = nix::unistd::close(fd);
+        wos::close_fd(fd);
     }
 }
 

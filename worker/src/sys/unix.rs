@@ -146,14 +146,22 @@ pub(crate) fn die_with_parent(expected_parent: i32) {
     }
 }
 
+pub(crate) fn signals_blocked() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: with a null new set, `pthread_sigmask` only writes the current mask into
+    // `set`, a valid, writable `sigset_t`.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), set.as_mut_ptr()) };
+    // SAFETY: `set` was zero-initialised and is plain bytes; any bit set is a signal.
+    let bytes: [u8; std::mem::size_of::<libc::sigset_t>()] = unsafe { std::mem::transmute(set) };
+    bytes.iter().any(|&b| b != 0)
+}
+
 pub(crate) fn unblock_signals() {
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: `sigemptyset` initialises the set before `pthread_sigmask` reads it; a null
-    // old-set pointer is allowed.
-    unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
-    }
+    // On Linux an all-zero `sigset_t` is the empty set (what `sigemptyset` writes); made
+    // here without calling it, since a `fork` child maps each libc page it runs.
+    let set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: `set` is initialised (all zero); a null old-set pointer is allowed.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) };
 }
 
 pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
