@@ -81,8 +81,11 @@ thread_local! {
 pub(crate) fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
+        // The hook we replace is kept in a static rather than captured, so that our hook
+        // is a zero-sized closure and its `Box` allocates nothing: in a `fork` child, a
+        // first allocation copies malloc's pages.
+        let _ = PREVIOUS_HOOK.set(panic::take_hook());
+        panic::set_hook(Box::new(|info| {
             let location = info.location().map(|l| Location {
                 file: l.file().to_owned(),
                 line: l.line(),
@@ -98,10 +101,17 @@ pub(crate) fn install_panic_hook() {
                     backtrace,
                 })
             });
-            previous(info);
+            if let Some(previous) = PREVIOUS_HOOK.get() {
+                previous(info);
+            }
         }));
     });
 }
+
+/// The panic hook that [`install_panic_hook`] replaced, which ours calls after recording.
+static PREVIOUS_HOOK: OnceLock<PanicHook> = OnceLock::new();
+
+type PanicHook = Box<dyn Fn(&panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
 
 fn panic_report(payload: Box<dyn std::any::Any + Send>) -> RemoteError {
     let message = if let Some(s) = payload.downcast_ref::<&str>() {

@@ -72,19 +72,22 @@ where
         let forked = crate::sys::fork_for_fork_method();
         if let Ok(ForkResult::Child) = forked {
             // Done while the child still holds the connection registry, and it has one
-            // thread: no list to allocate, no second lock to take.
-            if isolate {
-                let given = |fd: i32| handles.iter().any(|h| h.as_raw_fd() == fd);
-                for &fd in live.iter().filter(|&&fd| !given(fd)) {
-                    // The `Connection` owning this number lives on in our copy of the
-                    // parent's memory, owned by threads that do not exist here: nothing
-                    // runs its destructor (the child leaves with `_exit`), so nothing
-                    // closes the number a second time.
-                    wos::close_fd(fd);
+            // thread: no list to allocate, no second lock to take. An empty registry (the
+            // most common case) runs no code to walk or clear it.
+            if !live.is_empty() {
+                if isolate {
+                    let given = |fd: i32| handles.iter().any(|h| h.as_raw_fd() == fd);
+                    for &fd in live.iter().filter(|&&fd| !given(fd)) {
+                        // The `Connection` owning this number lives on in our copy of the
+                        // parent's memory, owned by threads that do not exist here: nothing
+                        // runs its destructor (the child leaves with `_exit`), so nothing
+                        // closes the number a second time.
+                        wos::close_fd(fd);
+                    }
                 }
+                // Our connections are the ones our arguments will make.
+                live.clear();
             }
-            // Our connections are the ones our arguments will make.
-            live.clear();
         }
         drop(live);
         drop(guards);
