@@ -133,3 +133,22 @@ fn cpu_count_matches_the_machine() {
         "cpu_count {n} < available parallelism {online}"
     );
 }
+
+fn my_comm(_: ()) -> String {
+    std::fs::read_to_string("/proc/self/comm").unwrap()
+}
+
+#[test]
+fn a_child_is_named_after_the_program_as_ps_shows_it() {
+    // A process started through /proc/self/exe would be named "exe" by the kernel; `ps`,
+    // `top` and `pkill NAME` must find workers under the program's own name, as this
+    // process's (the kernel's from its exec) is.
+    let ours = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_ne!(ours.trim(), "exe");
+    for m in METHODS {
+        let mut p = Process::new(my_comm, ()).with_start_method(m);
+        p.start().unwrap();
+        p.join(None).unwrap();
+        assert_eq!(p.result().unwrap(), ours, "{m}");
+    }
+}

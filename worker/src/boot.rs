@@ -84,6 +84,7 @@ fn take_fd_var(name: &str) -> Option<OwnedFd> {
     if fd < 0 || !os::fd_is_open(fd) {
         return None;
     }
+    os::name_after_program();
     // SAFETY: the parent passed this descriptor to us for our exclusive use and named it in
     // the variable we just removed, so nothing else in this process owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })

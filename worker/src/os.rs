@@ -92,6 +92,22 @@ pub fn default_signal(signal: Signal) {
     imp::set_disposition(signal, true)
 }
 
+/// Names this process (its `comm`: what `ps`, `top` and `pkill` match) after its program
+/// file, as an exec by the file's path would have. A process started through
+/// `/proc/self/exe` is otherwise named `exe`.
+pub(crate) fn name_after_program() {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Some(name) = exe.file_name() else {
+        return;
+    };
+    let name = name.as_bytes();
+    // The kernel's mark of a program file replaced or removed since it started.
+    imp::set_comm(name.strip_suffix(b" (deleted)").unwrap_or(name));
+}
+
 pub(crate) fn ignore_sigpipe() {
     ignore_signal(Signal::SIGPIPE)
 }

@@ -135,6 +135,15 @@ pub(crate) fn set_disposition(signal: Signal, default: bool) {
     unsafe { libc::signal(signal as libc::c_int, handler) };
 }
 
+pub(crate) fn set_comm(name: &[u8]) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(15);
+    buf[..n].copy_from_slice(&name[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which `buf` is
+    // (its last byte stays 0), and keeps no pointer to it.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
 pub(crate) fn die_with_parent(expected_parent: i32) {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and touches no memory of ours;
     // `getppid` and `kill` of our own pid take plain integers.
