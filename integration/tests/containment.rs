@@ -130,6 +130,21 @@ fn a_child_does_not_inherit_the_signals_its_starting_thread_blocks() {
     }
 }
 
+#[test]
+fn a_program_with_its_standard_streams_closed_still_talks_to_its_children() {
+    // Its control sockets would take numbers 0 and 1: each method's child must still get
+    // its start request and report, and what its target prints must not reach the socket.
+    let out = Command::new(env!("CARGO_BIN_EXE_closed_stdin_parent"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "closed_stdin_parent failed: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for m in ["forkserver", "spawn", "fork"] {
+        let line = format!("{m} 42");
+        assert!(stderr.lines().any(|l| l == line), "no {line:?} in {stderr}");
+    }
+}
+
 fn sleeps(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }

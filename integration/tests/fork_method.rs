@@ -164,3 +164,16 @@ fn a_thread_printing_at_the_fork_does_not_leave_the_child_hung_on_stdio() {
     assert_eq!(code, Some(0), "the child hung on a stdio lock it inherited");
     assert_eq!(p.result().unwrap(), 7);
 }
+
+#[test]
+fn a_fork_child_is_named_after_the_program_not_the_forking_thread() {
+    let _g = lock();
+    // A test thread is not the main thread, so the child is forked by procvisor's spawner
+    // thread, whose name it takes: that name is the program's, as `ps` shows every child.
+    let ours = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let mut p =
+        Process::from_closure(|| std::fs::read_to_string("/proc/thread-self/comm").unwrap());
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.result().unwrap(), ours);
+}

@@ -18,7 +18,7 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -215,7 +215,7 @@ fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T 
     let tx = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
-            .name("procvisor-spawner".into())
+            .name(program_name())
             .spawn(move || {
                 for job in rx {
                     job();
@@ -232,6 +232,33 @@ fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T 
     reply_rx
         .recv()
         .expect("the spawner thread answers every job it takes")
+}
+
+/// A connected pair of sockets between a parent and a child, neither numbered 0, 1 or 2.
+/// A program may run with its standard streams closed; a socket that took one of their
+/// numbers would be a `fork` child's standard stream (or a spawned one's, handed down), and
+/// what the target prints would land in the protocol.
+pub(crate) fn control_pair() -> Result<(UnixStream, UnixStream), Error> {
+    let above_stdio = |s: UnixStream| -> std::io::Result<UnixStream> {
+        if s.as_raw_fd() > 2 {
+            Ok(s)
+        } else {
+            // The copy is numbered 3 or above; the original closes with `s`.
+            Ok(s.as_fd().try_clone_to_owned()?.into())
+        }
+    };
+    UnixStream::pair()
+        .and_then(|(a, b)| Ok((above_stdio(a)?, above_stdio(b)?)))
+        .map_err(|e| spawn_error(exec::io_errno(&e)))
+}
+
+/// The name the kernel gave this program's main thread (`/proc/self/comm`), for the
+/// spawner thread: a `fork` child takes the name of the thread that forked it, and `ps`,
+/// `top` and `pkill NAME` should find it under the program's name, like every other child.
+fn program_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|name| name.trim_end_matches('\n').to_owned())
+        .unwrap_or_else(|_| "procvisor-spawner".to_owned())
 }
 
 fn spawn_error(e: impl Into<nix::errno::Errno>) -> Error {

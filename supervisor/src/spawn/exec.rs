@@ -2,9 +2,8 @@
 //! clone and an exec, with no copy of the parent's memory map), boots as a worker.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -29,11 +28,11 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
     encode_into(&Message::Start(start), &mut request, DEFAULT_MAX_FRAME_LEN)
         .map_err(|e| Error::new(Kind::Serialize(e)))?;
 
-    let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
+    let (parent_end, child_end) = super::control_pair()?;
     let (pid, pidfd) = on_lasting_thread(move || {
         let parent = crate::sys::current_pid() as i32;
-        let pid = spawn_self(WORKER_ENV, child_end.as_raw_fd(), Some(parent), false)
-            .map_err(spawn_error)?;
+        let pid =
+            spawn_self(WORKER_ENV, child_end.as_fd(), Some(parent), false).map_err(spawn_error)?;
         drop(child_end);
         match wos::pidfd_open(pid) {
             Ok(pidfd) => Ok::<_, Error>((pid, pidfd)),
@@ -70,10 +69,19 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
 /// The start is a `posix_spawn`: see [`crate::sys::spawn`].
 pub(crate) fn spawn_self(
     var: &str,
-    fd: RawFd,
+    fd: BorrowedFd<'_>,
     die_with: Option<i32>,
     own_group: bool,
 ) -> nix::Result<i32> {
+    // Standard input, output and error are the child's own: a socket that happens to have
+    // one of their numbers (in a program started with them closed) is passed as a copy
+    // numbered 3 or above, which the copy's close-on-exec keeps out of every other child.
+    let moved = if fd.as_raw_fd() <= 2 {
+        Some(fd.try_clone_to_owned().map_err(|e| io_errno(&e))?)
+    } else {
+        None
+    };
+    let fd: RawFd = moved.as_ref().map_or(fd.as_raw_fd(), |m| m.as_raw_fd());
     let value = match die_with {
         Some(parent) => format!("{fd}:{parent}"),
         None => fd.to_string(),

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 
 use nix::unistd::ForkResult;
 use procvisor_protocol::{RemoteError, Start};
@@ -42,8 +41,7 @@ pub(crate) fn launch<F>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError> + Send + 'static,
 {
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|e| spawn_error(super::exec::io_errno(&e)))?;
+    let (parent_end, child_end) = super::control_pair()?;
     let parent_raw = parent_end.as_raw_fd();
     // From the main thread itself when that is the caller (see `on_lasting_thread`).
     let (pid, pidfd) = on_lasting_thread(move || {

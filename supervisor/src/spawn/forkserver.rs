@@ -18,7 +18,6 @@ use procvisor_protocol::{
 use procvisor_worker::FORKSERVER_ENV;
 use procvisor_worker::os::{self as wos, FrameReader};
 
-use super::exec::io_errno;
 use super::{Launched, spawn_error};
 use crate::child::Sentinel;
 use crate::error::{Error, Kind};
@@ -71,7 +70,7 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
     let mut request = Vec::with_capacity(start.args.len() + 256);
     encode_into(&Message::Spawn(start), &mut request, DEFAULT_MAX_FRAME_LEN)
         .map_err(|e| Error::new(Kind::Serialize(e)))?;
-    let (parent_end, child_end) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
+    let (parent_end, child_end) = super::control_pair()?;
     let (status_r, status_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(spawn_error)?;
 
@@ -134,10 +133,10 @@ impl Server {
 
 fn start_server() -> Result<Server, Error> {
     let gone = |what: &str| Error::new(Kind::ForkServer(what.to_owned()));
-    let (ours, theirs) = UnixStream::pair().map_err(|e| spawn_error(io_errno(&e)))?;
+    let (ours, theirs) = super::control_pair()?;
     // No parent-death signal: the server may be started from a short-lived thread. It
     // watches its socket instead, which closes when this process ends in any way.
-    let pid = super::exec::spawn_self(FORKSERVER_ENV, theirs.as_raw_fd(), None, false)
+    let pid = super::exec::spawn_self(FORKSERVER_ENV, theirs.as_fd(), None, false)
         .map_err(spawn_error)?;
     drop(theirs);
     let mut server = Server {

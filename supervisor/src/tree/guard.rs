@@ -179,6 +179,6 @@ fn start() -> io::Result<Guard> {
     // when its socket says this program is gone. `arm` reaps it by its pid if it dies
     // before us.
     procvisor_worker::boot::ensure_linked();
-    let pid = crate::spawn::spawn_self(GUARD_ENV, theirs.as_raw_fd(), None, true)?;
+    let pid = crate::spawn::spawn_self(GUARD_ENV, theirs.as_fd(), None, true)?;
     Ok(Guard { pid, sock: ours })
 }
