@@ -119,29 +119,29 @@ fn a_child_does_not_inherit_the_signals_its_starting_thread_blocks() {
     // A program whose starting thread blocks SIGTERM (as one that waits for signals with
     // `sigwait` does): each method's child still dies of `terminate`, where an inherited
     // mask would keep it alive until the 10 s join timed out.
-    let out = Command::new(env!("CARGO_BIN_EXE_masked_parent"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "masked_parent failed: {out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    for m in ["forkserver", "spawn", "fork"] {
-        let line = format!("{m} Some(-15)");
-        assert!(stdout.lines().any(|l| l == line), "no {line:?} in {stdout}");
-    }
+    each_method_says(env!("CARGO_BIN_EXE_masked_parent"), "Some(-15)");
 }
 
 #[test]
 fn a_program_with_its_standard_streams_closed_still_talks_to_its_children() {
     // Its control sockets would take numbers 0 and 1: each method's child must still get
     // its start request and report, and what its target prints must not reach the socket.
-    let out = Command::new(env!("CARGO_BIN_EXE_closed_stdin_parent"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "closed_stdin_parent failed: {out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    each_method_says(env!("CARGO_BIN_EXE_closed_stdin_parent"), "42");
+}
+
+/// Runs a child test program that tries each start method and prints `METHOD OUTCOME`
+/// lines (on standard output or error), and checks that it succeeded with `outcome` for
+/// every method.
+fn each_method_says(program: &str, outcome: &str) {
+    let out = Command::new(program).output().unwrap();
+    assert!(out.status.success(), "{program} failed: {out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     for m in ["forkserver", "spawn", "fork"] {
-        let line = format!("{m} 42");
-        assert!(stderr.lines().any(|l| l == line), "no {line:?} in {stderr}");
+        let line = format!("{m} {outcome}");
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in {printed}"
+        );
     }
 }
 
