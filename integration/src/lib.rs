@@ -114,3 +114,28 @@ pub fn spawn_reporting_pids(program: &str) -> (std::process::Child, Vec<i32>) {
         .collect();
     (parent, pids)
 }
+
+/// The three start methods, in the order the child test programs and the bench try them.
+///
+/// ```
+/// assert_eq!(procvisor_integration::START_METHODS[0], procvisor::StartMethod::ForkServer);
+/// ```
+pub const START_METHODS: [procvisor::StartMethod; 3] = [
+    procvisor::StartMethod::ForkServer,
+    procvisor::StartMethod::Spawn,
+    procvisor::StartMethod::Fork,
+];
+
+/// A target that sleeps until its process is killed: the child test programs' long-lived
+/// workers.
+///
+/// ```no_run
+/// let mut p = procvisor::Process::new(procvisor_integration::sleep_forever, ());
+/// p.start().unwrap();
+/// p.kill().unwrap();
+/// ```
+pub fn sleep_forever(_: ()) {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -105,11 +105,7 @@ const START_100_COUNT: usize = 100;
 /// How long an idle child may take to reach its target.
 const IDLE_DEADLINE: Duration = Duration::from_secs(10);
 
-const METHODS: [StartMethod; 3] = [
-    StartMethod::ForkServer,
-    StartMethod::Spawn,
-    StartMethod::Fork,
-];
+use procvisor_integration::START_METHODS as METHODS;
 
 /// The target of `start_join` and `start_100`.
 fn noop(_: ()) {}

@@ -7,6 +7,7 @@
 //! be its standard output: what the target prints would land in the protocol.
 
 use procvisor::{Process, StartMethod};
+use procvisor_integration::START_METHODS;
 
 fn answer(x: u32) -> u32 {
     println!("a line on standard output, which must not reach the parent's socket");
@@ -23,19 +24,13 @@ fn run(m: StartMethod) -> String {
     }
 }
 
-const METHODS: [StartMethod; 3] = [
-    StartMethod::ForkServer,
-    StartMethod::Spawn,
-    StartMethod::Fork,
-];
-
 fn main() {
-    for m in METHODS {
+    for m in START_METHODS {
         run(m);
     }
     nix::unistd::close(0).expect("close standard input");
     nix::unistd::close(1).expect("close standard output");
-    for m in METHODS {
+    for m in START_METHODS {
         eprintln!("{}", run(m));
     }
 }

@@ -6,23 +6,14 @@
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
-use procvisor::{Process, StartMethod};
-
-fn sleep_forever(_: ()) {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
+use procvisor::Process;
+use procvisor_integration::{START_METHODS, sleep_forever};
 
 fn main() {
     let mut term = SigSet::empty();
     term.add(Signal::SIGTERM);
     term.thread_block().expect("block SIGTERM");
-    for m in [
-        StartMethod::ForkServer,
-        StartMethod::Spawn,
-        StartMethod::Fork,
-    ] {
+    for m in START_METHODS {
         let mut p = Process::new(sleep_forever, ()).with_start_method(m);
         p.start().expect("start");
         p.terminate().expect("terminate");

@@ -5,21 +5,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use procvisor::{Process, StartMethod};
-
-fn sleep_forever(_: ()) {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
+use procvisor::Process;
+use procvisor_integration::{START_METHODS, sleep_forever};
 
 fn main() {
     let mut children = Vec::new();
-    for m in [
-        StartMethod::ForkServer,
-        StartMethod::Spawn,
-        StartMethod::Fork,
-    ] {
+    for m in START_METHODS {
         let mut p = Process::new(sleep_forever, ()).with_start_method(m);
         p.start().expect("start");
         children.push(p);

@@ -7,12 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use procvisor::tree::{ChildSpec, Command, EventKind, Spec};
-
-fn sleep_forever(_: ()) {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}
+use procvisor_integration::sleep_forever;
 
 fn main() {
     let spec = Spec::new("top")
