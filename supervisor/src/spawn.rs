@@ -18,7 +18,7 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -239,17 +239,24 @@ fn on_spawner<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T 
 /// numbers would be a `fork` child's standard stream (or a spawned one's, handed down), and
 /// what the target prints would land in the protocol.
 pub(crate) fn control_pair() -> Result<(UnixStream, UnixStream), Error> {
-    let above_stdio = |s: UnixStream| -> std::io::Result<UnixStream> {
-        if s.as_raw_fd() > 2 {
-            Ok(s)
-        } else {
-            // The copy is numbered 3 or above; the original closes with `s`.
-            Ok(s.as_fd().try_clone_to_owned()?.into())
-        }
+    let lift = |s: UnixStream| -> std::io::Result<UnixStream> {
+        // The original, if copied, closes with `s`.
+        Ok(above_stdio(s.as_fd())?.map_or(s, UnixStream::from))
     };
     UnixStream::pair()
-        .and_then(|(a, b)| Ok((above_stdio(a)?, above_stdio(b)?)))
+        .and_then(|(a, b)| Ok((lift(a)?, lift(b)?)))
         .map_err(|e| spawn_error(exec::io_errno(&e)))
+}
+
+/// `None` when `fd` is numbered 3 or above; otherwise a copy of it that is (and, like every
+/// descriptor of ours, closes on exec), for a socket that took the number of a standard
+/// stream.
+pub(crate) fn above_stdio(fd: BorrowedFd<'_>) -> std::io::Result<Option<OwnedFd>> {
+    if fd.as_raw_fd() > 2 {
+        Ok(None)
+    } else {
+        fd.try_clone_to_owned().map(Some)
+    }
 }
 
 /// The name the kernel gave this program's main thread (`/proc/self/comm`), for the

@@ -130,10 +130,10 @@ fn spawn_one(
             // We are a copy of the single-threaded server: any code is safe here. Close
             // every descriptor that belongs to the server or to our siblings, so that a
             // sibling's sentinel never waits on us.
-            os::close_inherited(stream.as_raw_fd());
+            os::close_fd(stream.as_raw_fd());
             for c in children.iter() {
-                os::close_inherited(c.pidfd.as_raw_fd());
-                os::close_inherited(c.status.as_raw_fd());
+                os::close_fd(c.pidfd.as_raw_fd());
+                os::close_fd(c.status.as_raw_fd());
             }
             drop(status);
             os::default_signal(Signal::SIGINT);

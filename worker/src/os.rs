@@ -25,8 +25,8 @@ use procvisor_protocol::{FrameDecoder, HEADER_LEN, Message, ReadError};
 mod imp;
 
 pub(crate) use imp::{
-    anchor_addr, close_inherited, conjure_zst, ensure_ctor_linked, entry_at, fd_is_open,
-    remove_env_before_main, write_raw,
+    anchor_addr, conjure_zst, ensure_ctor_linked, entry_at, fd_is_open, remove_env_before_main,
+    write_raw,
 };
 
 /// Opens a pidfd for `pid` (`pidfd_open(2)`): a descriptor that becomes readable when the

@@ -76,11 +76,7 @@ pub(crate) fn spawn_self(
     // Standard input, output and error are the child's own: a socket that happens to have
     // one of their numbers (in a program started with them closed) is passed as a copy
     // numbered 3 or above, which the copy's close-on-exec keeps out of every other child.
-    let moved = if fd.as_raw_fd() <= 2 {
-        Some(fd.try_clone_to_owned().map_err(|e| io_errno(&e))?)
-    } else {
-        None
-    };
+    let moved = super::above_stdio(fd).map_err(|e| io_errno(&e))?;
     let fd: RawFd = moved.as_ref().map_or(fd.as_raw_fd(), |m| m.as_raw_fd());
     let value = match die_with {
         Some(parent) => format!("{fd}:{parent}"),
