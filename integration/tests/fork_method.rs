@@ -69,6 +69,26 @@ fn closure_panics_and_exits_are_reported() {
     p.start().unwrap();
     p.join(None).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(4));
+    assert_eq!(p.result().unwrap_err().exitcode(), Some(4));
+}
+
+#[test]
+fn a_closure_returning_nothing_succeeds_on_a_clean_exit() {
+    let _g = lock();
+    let captured = String::from("captured");
+    // It returned: its child writes no report, and the clean exit is the result.
+    let mut p = Process::from_closure(move || drop(captured));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    p.result().unwrap();
+    // A closure with a value to return has none when it leaves with exit(0).
+    let mut p: Process<u8> = Process::from_closure(|| std::process::exit(0));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    let err = p.result().unwrap_err();
+    assert_eq!(err.exitcode(), Some(0), "{err}");
+    assert!(!err.is_remote() && !err.is_protocol(), "{err}");
 }
 
 #[test]

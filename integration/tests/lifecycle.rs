@@ -51,6 +51,37 @@ fn result_and_exitcode_zero() {
     }
 }
 
+fn returns_nothing(_: ()) {}
+
+fn exits_zero_without_its_value(_: ()) -> u8 {
+    std::process::exit(0)
+}
+
+#[test]
+fn a_target_returning_nothing_succeeds_on_a_clean_exit() {
+    for m in METHODS {
+        // It returned: its child writes no report, and the clean exit is the result.
+        let mut p = Process::new(returns_nothing, ()).with_start_method(m);
+        p.start().unwrap();
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{m}");
+        p.result().unwrap();
+        // It left with exit(0): a success too, as in Python.
+        let mut p = Process::new(exit_with, 0).with_start_method(m);
+        p.start().unwrap();
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{m}");
+        p.result().unwrap();
+        // A target with a value to return has none when it leaves with exit(0).
+        let mut p = Process::new(exits_zero_without_its_value, ()).with_start_method(m);
+        p.start().unwrap();
+        p.join(None).unwrap();
+        let err = p.result().unwrap_err();
+        assert_eq!(err.exitcode(), Some(0), "{m}: {err}");
+        assert!(!err.is_remote() && !err.is_protocol(), "{m}: {err}");
+    }
+}
+
 #[test]
 fn explicit_exit_code_is_kept() {
     for m in METHODS {

@@ -42,7 +42,7 @@
 //! let p = procvisor::Process::new(move |x: i32| x + offset, 1);
 //! ```
 
-use std::any::type_name;
+use std::any::{Any, TypeId, type_name};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -108,7 +108,7 @@ fn trampoline<F, A, R>(args: &[u8]) -> Result<Vec<u8>, RemoteError>
 where
     F: Fn(A) -> R,
     A: DeserializeOwned,
-    R: Serialize,
+    R: Serialize + 'static,
 {
     let args: A = decode_value(args).map_err(|e| {
         remote(format!(
@@ -117,13 +117,29 @@ where
         ))
     })?;
     let f: F = entry::zero_sized_callable::<F, A, R>();
-    let value = f(args);
-    encode_value(&value).map_err(|e| {
+    encode_result(&f(args))
+}
+
+/// Encodes what a target returned, for its report. A `()` is not encoded at all: the
+/// empty value tells the child it has nothing to report (no encoding is empty), and the
+/// parent takes the child's clean exit as that `()` (see [`Process::result`]). The child
+/// then writes nothing, and its parent wakes once, at its exit, rather than at its report
+/// and again at its exit.
+fn encode_result<R: Serialize + 'static>(value: &R) -> Result<Vec<u8>, RemoteError> {
+    if returns_unit::<R>() {
+        return Ok(Vec::new());
+    }
+    encode_value(value).map_err(|e| {
         remote(format!(
             "the result ({}) could not be serialized: {e}",
             type_name::<R>()
         ))
     })
+}
+
+/// Whether a target returning `R` returns nothing, and so reports nothing when it returns.
+fn returns_unit<R: 'static>() -> bool {
+    TypeId::of::<R>() == TypeId::of::<()>()
 }
 
 fn remote(message: String) -> RemoteError {
@@ -194,15 +210,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     where
         F: FnOnce() -> R + Send + 'static,
     {
-        let body: spawn::Closure = Box::new(move || {
-            let value = f();
-            encode_value(&value).map_err(|e| {
-                remote(format!(
-                    "the result ({}) could not be serialized: {e}",
-                    type_name::<R>()
-                ))
-            })
-        });
+        let body: spawn::Closure = Box::new(move || encode_result(&f()));
         Self::with_target(
             Target::Closure(body),
             Ok(Vec::new()),
@@ -693,6 +701,9 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// (with message and location), [ended without reporting](Error::exitcode) (killed, or
     /// `std::process::exit`), the child broke the protocol, or the value did not decode.
     ///
+    /// For a target that returns `()`, a child that exited with 0 succeeded: the result is
+    /// `Ok(())` whether the target returned or called `std::process::exit(0)`.
+    ///
     /// ```no_run
     /// fn fails(_: ()) -> u8 { panic!("no luck") }
     /// let mut p = procvisor::Process::new(fails, ());
@@ -716,9 +727,15 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             }),
             Some(Report::Panic(r)) => Err(Error::new(Kind::Remote(r))),
             Some(Report::Protocol(e)) => Err(Error::new(Kind::Protocol(e))),
-            None => Err(Error::new(Kind::NoResult {
-                exitcode: status.exitcode(),
-            })),
+            // A target returning `()` that returned reports nothing (see `encode_result`);
+            // nor does one that called `std::process::exit(0)`. Both succeeded, with nothing
+            // to return.
+            None => match (Box::new(()) as Box<dyn Any>).downcast::<R>() {
+                Ok(unit) if status.exitcode() == 0 => Ok(*unit),
+                _ => Err(Error::new(Kind::NoResult {
+                    exitcode: status.exitcode(),
+                })),
+            },
         }
     }
 

