@@ -435,7 +435,7 @@ pub(crate) mod registry {
 
     fn lock() -> MutexGuard<'static, Registry> {
         let mut g = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-        let me = crate::sys::current_pid();
+        let me = std::process::id();
         if g.owner != me {
             g.owner = me;
             // Inherited through fork: these are our siblings, not our children.

@@ -27,7 +27,7 @@ impl<T: Clone> PerProcess<T> {
             return value;
         }
         let value = init();
-        *slot = Some((crate::sys::current_pid(), value.clone()));
+        *slot = Some((std::process::id(), value.clone()));
         value
     }
 
@@ -43,7 +43,7 @@ impl<T: Clone> PerProcess<T> {
     /// The value in `slot` if this process made it.
     fn mine(slot: &Option<(u32, T)>) -> Option<T> {
         match slot {
-            Some((pid, value)) if *pid == crate::sys::current_pid() => Some(value.clone()),
+            Some((pid, value)) if *pid == std::process::id() => Some(value.clone()),
             _ => None,
         }
     }

