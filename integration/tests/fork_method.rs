@@ -100,6 +100,37 @@ fn a_closure_refuses_other_start_methods() {
     assert_eq!(p.pid().unwrap(), None);
 }
 
+/// Starts a daemonic child that would sleep for a minute and returns its pid, leaving its
+/// end to the exit rule.
+fn leaves_a_daemon(_: ()) -> i32 {
+    let mut d = Process::new(sleeps, 60_000)
+        .with_start_method(StartMethod::Fork)
+        .with_daemon(true);
+    d.start().unwrap();
+    d.pid().unwrap().unwrap()
+}
+
+#[test]
+fn a_fork_child_applies_the_exit_rule_to_its_own_children() {
+    let _g = lock();
+    // The parent has children of its own, so its copy of the exit rule is armed: the child
+    // must arm it for itself, not skip it because it inherited the parent's.
+    let mut sibling = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
+    sibling.start().unwrap();
+    let mut p = Process::new(leaves_a_daemon, ()).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    let daemon = p.result().unwrap();
+    // The child terminated and reaped its daemon before it left.
+    assert!(
+        !procvisor_integration::pid_present(daemon),
+        "daemon {daemon} outlived the child that started it"
+    );
+    sibling.kill().unwrap();
+    sibling.join(None).unwrap();
+}
+
 fn grandchild_count(_: ()) -> usize {
     // A fork child starts children of its own: its registry must not list its siblings.
     let before = procvisor::active_children().len();

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use procvisor_protocol::{DecodeError, FrameDecoder, Message, RemoteError};
+use procvisor_protocol::{DecodeError, FrameDecoder, Message, RemoteError, Start};
 use procvisor_worker::os as wos;
 
 use crate::connection::poll_fds;
+use crate::spawn::Launched;
 use crate::status::ExitStatus;
 
 /// The most bytes `pump` reads from a control socket before decoding them: a child that
@@ -52,6 +53,9 @@ struct State {
     report: Option<Report>,
     buf: Vec<u8>,
     control_done: bool,
+    /// A `fork` child's start request, freed once the child has ended (see
+    /// `Launched::spent`).
+    spent: Option<Start>,
 }
 
 /// A started child process.
@@ -77,14 +81,15 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    pub(crate) fn new(
-        pid: i32,
-        name: String,
-        daemon: bool,
-        pidfd: OwnedFd,
-        sentinel: Sentinel,
-        control: UnixStream,
-    ) -> io::Result<Arc<Child>> {
+    /// A worker child, from what its start method made.
+    pub(crate) fn new(launched: Launched, name: String, daemon: bool) -> io::Result<Arc<Child>> {
+        let Launched {
+            pid,
+            pidfd,
+            sentinel,
+            control,
+            spent,
+        } = launched;
         control.set_nonblocking(true)?;
         Ok(Self::build(
             pid,
@@ -92,26 +97,27 @@ impl Child {
             daemon,
             pidfd,
             sentinel,
-            Some(control),
-            false,
+            Some((control, spent)),
         ))
     }
 
     /// An external command of ours (no worker protocol), leading its own process group.
     pub(crate) fn command(pid: i32, name: String, pidfd: OwnedFd) -> Arc<Child> {
-        Self::build(pid, name, false, pidfd, Sentinel::Pidfd, None, true)
+        Self::build(pid, name, false, pidfd, Sentinel::Pidfd, None)
     }
 
+    /// `worker`: a worker's control socket and start request to keep; `None` for an
+    /// external command, which leads a group of its own.
     fn build(
         pid: i32,
         name: String,
         daemon: bool,
         pidfd: OwnedFd,
         sentinel: Sentinel,
-        control: Option<UnixStream>,
-        group_leader: bool,
+        worker: Option<(UnixStream, Option<Start>)>,
     ) -> Arc<Child> {
-        let control_done = control.is_none();
+        let group_leader = worker.is_none();
+        let (control, spent) = worker.map_or((None, None), |(c, s)| (Some(c), s));
         Arc::new(Child {
             pid,
             name,
@@ -126,7 +132,8 @@ impl Child {
                 exit: None,
                 report: None,
                 buf: Vec::new(),
-                control_done,
+                control_done: group_leader,
+                spent,
             }),
         })
     }
@@ -214,6 +221,7 @@ impl Child {
             self.pump(&mut st);
             if let Some(status) = self.try_collect() {
                 st.exit = Some(status);
+                st.spent = None;
                 // The child is gone: whatever it wrote is in the socket by now, so what the
                 // drain leaves unfinished is a torn frame — even when the drain ends on
                 // EAGAIN rather than EOF because another process (a sibling between fork and
@@ -450,11 +458,10 @@ pub(crate) mod registry {
     }
 
     pub(crate) fn add(child: Arc<Child>) {
-        static HOOK: Once = Once::new();
-        HOOK.call_once(|| {
-            crate::sys::at_exit(exit_function_c);
-            procvisor_worker::run::set_exit_hook(exit_function);
-        });
+        static AT_EXIT: Once = Once::new();
+        AT_EXIT.call_once(|| crate::sys::at_exit(exit_function_c));
+        // In every process that starts children, not only the first: see `set_exit_hook`.
+        procvisor_worker::run::set_exit_hook(exit_function);
         lock().children.push(child);
     }
 

@@ -386,15 +386,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             start_method: self.method.as_str().to_owned(),
         };
         let launched = spawn::launch(self.method, start, target, handles)?;
-        let child = Child::new(
-            launched.pid,
-            self.name.clone(),
-            self.daemon,
-            launched.pidfd,
-            launched.sentinel,
-            launched.control,
-        )
-        .map_err(|e| Error::spawn_io(&e))?;
+        let child = Child::new(launched, self.name.clone(), self.daemon)
+            .map_err(|e| Error::spawn_io(&e))?;
         self.worker = Some(crate::worker::adopt(child.clone(), home));
         self.child = Some(child);
         Ok(())

@@ -165,6 +165,9 @@ pub(crate) struct Launched {
     pub(crate) pidfd: OwnedFd,
     pub(crate) sentinel: Sentinel,
     pub(crate) control: UnixStream,
+    /// The start request of a `fork` child, which the child reads from its copy of this
+    /// process's memory: freed only once the child has ended (see `Child::new`).
+    pub(crate) spent: Option<Start>,
 }
 
 /// Starts a child that runs `target`; `handles` are the descriptors of the handles in its

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
 
 use procvisor_protocol::{
@@ -42,7 +42,15 @@ pub fn __write_to_control(bytes: &[u8]) -> bool {
 /// Run once by [`exit`] before the process leaves; set by the parent-side crate.
 static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
 
-/// Installs the hook [`exit`] runs before leaving (the first call wins).
+/// The process that last installed the hook (0: none). A `fork` child inherits the hook
+/// with the rest of its parent's memory, but the hook is about the children of the process
+/// that installed it: a child that starts none of its own leaves without running it, and
+/// without mapping its code, which in a `fork` child is a page fault (about 2 us here).
+static HOOK_OWNER: AtomicU32 = AtomicU32::new(0);
+
+/// Installs the hook [`exit`] runs before leaving (the first hook wins), for this process:
+/// call it again in every process that needs it run (a `fork` child does not inherit the
+/// need, only the hook).
 ///
 /// ```
 /// fn cleanup() {}
@@ -50,13 +58,21 @@ static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
 /// ```
 pub fn set_exit_hook(hook: fn()) {
     let _ = EXIT_HOOK.set(hook);
+    let me = std::process::id();
+    // Read first: once the owner is this process, calls write nothing.
+    if HOOK_OWNER.load(Ordering::Relaxed) != me {
+        HOOK_OWNER.store(me, Ordering::Relaxed);
+    }
 }
 
-/// Runs the exit hook, flushes stdout and stderr, and ends the process with `code`.
+/// Runs the exit hook (if this process installed it), flushes stdout and stderr, and ends
+/// the process with `code`.
 pub fn exit(code: i32) -> ! {
-    if let Some(hook) = EXIT_HOOK.get() {
-        // A panicking hook must not stop the exit; its message has been printed already.
-        let _ = panic::catch_unwind(hook);
+    if HOOK_OWNER.load(Ordering::Relaxed) == std::process::id() {
+        if let Some(hook) = EXIT_HOOK.get() {
+            // A panicking hook must not stop the exit; its message has been printed already.
+            let _ = panic::catch_unwind(hook);
+        }
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

@@ -54,6 +54,7 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
         pidfd,
         sentinel: Sentinel::Pidfd,
         control: parent_end,
+        spent: None,
     })
 }
 

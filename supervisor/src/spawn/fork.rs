@@ -2,7 +2,6 @@
 //!
 //! See the hazard on [`StartMethod::Fork`](crate::StartMethod::Fork).
 
-use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::unistd::ForkResult;
@@ -13,16 +12,8 @@ use super::{Launched, forkserver, on_lasting_thread, spawn_error};
 use crate::child::Sentinel;
 use crate::error::Error;
 
-thread_local! {
-    /// The start request of this thread's last `fork` child, freed when the thread forks
-    /// next. Freed right after the fork, its strings would have `malloc` write into pages
-    /// that the child still shares, and each of those pages would be copied for the
-    /// parent; by the next fork the child is most often gone, and the writes copy nothing.
-    /// In 3 × 7 alternated runs of 2,000 start+joins: 266/267/275 -> 248/260/267 us.
-    static SPENT: RefCell<Option<Start>> = const { RefCell::new(None) };
-}
-
-/// Arguments larger than this are freed at once rather than kept in `SPENT`.
+/// Arguments larger than this are freed at once rather than kept until the child ends
+/// (see `Launched::spent`).
 const SPENT_MAX_ARGS: usize = 64 * 1024;
 
 /// Forks a child that runs `body`. With `isolate`, the child closes the connections it
@@ -44,8 +35,7 @@ where
     let (parent_end, child_end) = super::control_pair()?;
     let parent_raw = parent_end.as_raw_fd();
     // From the main thread itself when that is the caller (see `on_lasting_thread`).
-    let (pid, pidfd) = on_lasting_thread(move || {
-        SPENT.with(|spent| drop(spent.borrow_mut().take()));
+    let (pid, pidfd, spent) = on_lasting_thread(move || {
         let parent = std::process::id() as i32;
         // The child starts with this thread's signal mask; most often empty, then it has
         // nothing to undo (and no libc code to map for it).
@@ -104,13 +94,13 @@ where
                 procvisor_worker::run::run_child(&mut start, child_end.into(), handles, body)
             }
             Ok(ForkResult::Parent { child }) => {
-                if start.args.capacity() <= SPENT_MAX_ARGS {
-                    SPENT.with(|spent| *spent.borrow_mut() = Some(start));
-                }
                 drop(child_end);
                 drop(handles);
                 let pidfd = wos::pidfd_open(child.as_raw()).map_err(spawn_error)?;
-                Ok((child.as_raw(), pidfd))
+                // Freed now, the request's strings would have `malloc` write into pages
+                // that the child still shares, and each such page would be copied for us.
+                let spent = (start.args.capacity() <= SPENT_MAX_ARGS).then_some(start);
+                Ok((child.as_raw(), pidfd, spent))
             }
             Err(e) => Err(spawn_error(e)),
         }
@@ -120,5 +110,6 @@ where
         pidfd,
         sentinel: Sentinel::Pidfd,
         control: parent_end,
+        spent,
     })
 }

@@ -96,6 +96,7 @@ pub(crate) fn launch(start: Start, handles: Vec<OwnedFd>) -> Result<Launched, Er
                     pidfd,
                     sentinel: Sentinel::StatusPipe(status_r),
                     control: parent_end,
+                    spent: None,
                 });
             }
             Err(Failure::Refused(errno)) => return Err(spawn_error(errno)),
