@@ -1,9 +1,10 @@
 //! Running a target and reporting what happened: the only module that catches unwinds.
 //!
 //! The child runs the target, writes `Hello` and exactly one `Result` or `Panic` frame
-//! (in one write; nothing at all when the target returned `()`), runs the exit hook (which terminates its daemon children and joins the others,
-//! Python's rule), flushes its standard streams and leaves with `_exit`, so that nothing
-//! the parent registered with `atexit` runs twice in a forked copy.
+//! (in one write; nothing at all when the target returned `()`), runs the exit hook
+//! (which terminates its daemon children and joins the others, Python's rule), flushes its
+//! standard streams and leaves with `_exit`, so that nothing the parent registered with
+//! `atexit` runs twice in a forked copy.
 //!
 //! Exit codes follow Python: 0 when the target returned, 1 when it panicked, N when it
 //! called `std::process::exit(N)`, and the parent sees `-signum` when a signal killed it.
