@@ -110,25 +110,35 @@ fn leaves_a_daemon(_: ()) -> i32 {
     d.pid().unwrap().unwrap()
 }
 
+/// Runs `target` in a fork child while the parent has another child running (a sibling
+/// the fork child inherits a record of), and returns what the target returned.
+fn beside_a_sibling<F, R>(target: F) -> R
+where
+    F: Fn(()) -> R + Send + Sync + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let mut sibling = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
+    sibling.start().unwrap();
+    let mut p = Process::new(target, ()).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    sibling.kill().unwrap();
+    sibling.join(None).unwrap();
+    p.result().unwrap()
+}
+
 #[test]
 fn a_fork_child_applies_the_exit_rule_to_its_own_children() {
     let _g = lock();
     // The parent has children of its own, so its copy of the exit rule is armed: the child
     // must arm it for itself, not skip it because it inherited the parent's.
-    let mut sibling = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
-    sibling.start().unwrap();
-    let mut p = Process::new(leaves_a_daemon, ()).with_start_method(StartMethod::Fork);
-    p.start().unwrap();
-    p.join(Some(Duration::from_secs(30))).unwrap();
-    assert_eq!(p.exitcode().unwrap(), Some(0));
-    let daemon = p.result().unwrap();
+    let daemon = beside_a_sibling(leaves_a_daemon);
     // The child terminated and reaped its daemon before it left.
     assert!(
         !procvisor_integration::pid_present(daemon),
         "daemon {daemon} outlived the child that started it"
     );
-    sibling.kill().unwrap();
-    sibling.join(None).unwrap();
 }
 
 fn grandchild_count(_: ()) -> usize {
@@ -144,14 +154,7 @@ fn grandchild_count(_: ()) -> usize {
 #[test]
 fn a_fork_child_does_not_inherit_its_parents_children() {
     let _g = lock();
-    let mut sibling = Process::new(sleeps, 60_000).with_start_method(StartMethod::Fork);
-    sibling.start().unwrap();
-    let mut p = Process::new(grandchild_count, ()).with_start_method(StartMethod::Fork);
-    p.start().unwrap();
-    p.join(Some(Duration::from_secs(30))).unwrap();
-    assert_eq!(p.result().unwrap(), 0);
-    sibling.kill().unwrap();
-    sibling.join(None).unwrap();
+    assert_eq!(beside_a_sibling(grandchild_count), 0);
 }
 
 fn count_until_eof(mut conn: procvisor::Connection) -> u32 {
